@@ -1,0 +1,1 @@
+"""Shared modules for every Lucid container: logging, errors, backends, the embedded dev stack."""

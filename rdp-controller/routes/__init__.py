@@ -1,0 +1,1 @@
+"""HTTP routers: thin layers that parse, call one service method and shape the response."""

@@ -1,0 +1,1 @@
+"""Persistence: MongoDB repositories (source of truth) and Redis coordination."""

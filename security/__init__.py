@@ -1,0 +1,1 @@
+"""Shared security modules: JWT principals, URL rules, log redaction."""
