@@ -1,0 +1,1 @@
+"""Helpers shared by the test tiers (server launchers, fixtures that are not pytest fixtures)."""
