@@ -1,0 +1,86 @@
+"""MongoDB and Redis client factories and health pings shared by Lucid services.
+
+Clients are created by the application's lifespan and closed by it; nothing here holds a
+module-level client.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+MongoDocument = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    """The answer of one backend to a ping."""
+
+    up: bool
+    latency_ms: float | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"status": "up" if self.up else "down"}
+        if self.latency_ms is not None:
+            body["latency_ms"] = round(self.latency_ms, 2)
+        if self.error:
+            body["error"] = self.error
+        return body
+
+
+def create_mongo_client(
+    url: str, *, timeout_seconds: float, app_name: str
+) -> AsyncMongoClient[MongoDocument]:
+    """PyMongo's native asyncio client. It connects lazily, so a server that is down does not fail here."""
+    timeout_ms = int(timeout_seconds * 1000)
+    return AsyncMongoClient(
+        url,
+        appname=app_name,
+        tz_aware=True,
+        uuidRepresentation="standard",
+        serverSelectionTimeoutMS=timeout_ms,
+        connectTimeoutMS=timeout_ms,
+        retryWrites=True,
+    )
+
+
+def create_redis_client(url: str, *, timeout_seconds: float) -> Redis:
+    """redis-py's asyncio client with string replies. Connects lazily."""
+    client: Redis = Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=timeout_seconds,
+        socket_connect_timeout=timeout_seconds,
+        health_check_interval=30,
+    )
+    return client
+
+
+async def ping_mongo(client: AsyncMongoClient[MongoDocument]) -> BackendStatus:
+    started = time.perf_counter()
+    try:
+        await client.admin.command("ping")
+    except PyMongoError as exc:
+        return BackendStatus(up=False, error=f"{type(exc).__name__}: {_first_line(exc)}")
+    return BackendStatus(up=True, latency_ms=(time.perf_counter() - started) * 1000)
+
+
+async def ping_redis(client: Redis) -> BackendStatus:
+    started = time.perf_counter()
+    try:
+        await client.ping()
+    except (RedisError, OSError) as exc:
+        return BackendStatus(up=False, error=f"{type(exc).__name__}: {_first_line(exc)}")
+    return BackendStatus(up=True, latency_ms=(time.perf_counter() - started) * 1000)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__

@@ -1,0 +1,22 @@
+"""Logging set-up shared by Lucid services: one line per record, level from LOG_LEVEL, redaction on."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(level: str, *, secret: str | None = None) -> None:
+    """Configure the root logger once (idempotent) and attach the redaction filter to its handlers."""
+    from security.redaction import install_redaction
+
+    root = logging.getLogger()
+    if not any(getattr(handler, "_lucid", False) for handler in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler._lucid = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(level)
+    install_redaction(secret)
