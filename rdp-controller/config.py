@@ -63,6 +63,9 @@ class RdpControllerSettings(BaseSettings):
     MONGODB_URL: str = Field(default="", description="MongoDB connection URL")
     MONGODB_DATABASE: str = Field(default="lucid_rdp", description="MongoDB database name")
     REDIS_URL: str = Field(default="", description="Redis connection URL")
+    RDP_CONTROLLER_REDIS_PREFIX: str = Field(
+        default="rdp", pattern=r"^[A-Za-z0-9_.-]{1,40}$", description="Prefix of every Redis key"
+    )
     BACKEND_TIMEOUT_SECONDS: float = Field(default=2.0, gt=0, le=60, description="MongoDB/Redis call timeout")
 
     # Environment
@@ -167,7 +170,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         raise ConfigError(f"config file {path} is not valid {path.suffix[1:].upper()}: {exc}") from exc
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of setting names, not {type(data).__name__}")
+        raise ConfigError(
+            f"config file {path} must hold a mapping of setting names, not {type(data).__name__}"
+        )
     known = {name.upper() for name in RdpControllerSettings.model_fields}
     unknown = sorted(str(key) for key in data if str(key).upper() not in known)
     if unknown:

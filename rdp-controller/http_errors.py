@@ -1,0 +1,98 @@
+"""One translation of errors to HTTP: ``{"error": {"code", "message", "details"}}`` everywhere."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pymongo.errors import PyMongoError
+from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from common.errors import LucidError, RateLimited
+
+logger = logging.getLogger(__name__)
+
+HTTP_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "details": details or {}}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _field(location: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(part) for part in location]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        kind, rest = parts[0], parts[1:]
+        return ".".join(rest) if kind == "body" and rest else ".".join(rest) or kind
+    return ".".join(parts)
+
+
+async def _lucid(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, LucidError)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    if exc.status_code == 401:
+        headers = {"WWW-Authenticate": 'Bearer realm="rdp-controller"'}
+    return error_response(exc.status_code, exc.code, exc.message, exc.details, headers)
+
+
+async def _validation(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = []
+    for error in exc.errors():
+        message = str(error.get("msg", "invalid"))
+        if error.get("type") == "extra_forbidden":
+            message = "unknown field"
+        errors.append({"field": _field(error.get("loc", ())), "message": message, "type": error.get("type")})
+    summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5]) or "invalid request"
+    return error_response(422, "VALIDATION_ERROR", summary, {"errors": errors})
+
+
+async def _http(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = HTTP_CODES.get(exc.status_code, f"HTTP_{exc.status_code}")
+    message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ").lower()
+    return error_response(exc.status_code, code, message, headers=dict(exc.headers) if exc.headers else None)
+
+
+async def _mongo(_request: Request, exc: Exception) -> JSONResponse:
+    logger.warning("MongoDB unavailable: %s", exc)
+    return error_response(
+        503, "BACKEND_UNAVAILABLE", "MongoDB is unavailable; try again", {"backend": "mongodb"}
+    )
+
+
+async def _redis(_request: Request, exc: Exception) -> JSONResponse:
+    logger.warning("Redis unavailable: %s", exc)
+    return error_response(503, "BACKEND_UNAVAILABLE", "Redis is unavailable; try again", {"backend": "redis"})
+
+
+async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    logger.error("Unhandled error", exc_info=exc)
+    return error_response(500, "INTERNAL_ERROR", "internal error; it has been logged")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(LucidError, _lucid)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(PyMongoError, _mongo)
+    app.add_exception_handler(RedisError, _redis)
+    app.add_exception_handler(Exception, _unexpected)

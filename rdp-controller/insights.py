@@ -1,0 +1,191 @@
+"""Read-only views: per-session metrics and health, the service metrics snapshot, Prometheus text."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from . import __version__
+from .connection_manager import ConnectionManager, ServerState
+from .integration import Integrations
+from .integration.rdp_monitor_client import RdpMonitorClient
+from .integration.service_base import ServiceError
+from .metrics import LATENCY_BUCKETS, Metrics
+from .models import FINAL_STATUSES, LIVE_STATUSES, SessionStatus, TerminationReason
+from .schema_validator import SchemaValidator
+from .session_controller import Document, SessionController
+from .storage.mongo import MongoStore, utcnow
+
+logger = logging.getLogger(__name__)
+
+PROMETHEUS_PREFIX = "rdp_controller"
+
+
+def _seconds_until(deadline: datetime | None, now: datetime) -> float | None:
+    return None if deadline is None else round((deadline - now).total_seconds(), 3)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+class Insights:
+    def __init__(
+        self,
+        store: MongoStore,
+        sessions: SessionController,
+        connections: ConnectionManager,
+        metrics: Metrics,
+        schemas: SchemaValidator,
+        *,
+        peer_timeout: float,
+    ):
+        self.store = store
+        self.sessions = sessions
+        self.connections = connections
+        self.metrics = metrics
+        self.schemas = schemas
+        self.peer_timeout = peer_timeout
+        self.monitor: RdpMonitorClient | None = None  # set by the runtime when RDP_MONITOR_URL is set
+        self.integration: Integrations | None = None
+
+    async def session_metrics(self, session_id: str, *, owner: str | None) -> Document:
+        session = await self.sessions.get(session_id, owner=owner)
+        now = utcnow()
+        connections = await self.store.connections.page({"session_id": session_id}, 1000)
+        end = session.get("terminated_at") or now
+        started = session.get("started_at")
+        return {
+            "session_id": session_id,
+            "status": session["status"],
+            "duration_seconds": round((end - session["created_at"]).total_seconds(), 3),
+            "connected_seconds": round((end - started).total_seconds(), 3) if started else 0.0,
+            "connections": len(connections),
+            "bytes_in": sum(c.get("bytes_in") or 0 for c in connections),
+            "bytes_out": sum(c.get("bytes_out") or 0 for c in connections),
+            "last_activity_at": _iso(session.get("last_activity_at")),
+            "monitor": await self._monitor_figures(session_id),
+        }
+
+    async def _monitor_figures(self, session_id: str) -> Document:
+        if self.monitor is None:
+            return {"status": "not_configured"}
+        try:
+            figures = await asyncio.wait_for(self.monitor.get_session_metrics(session_id), self.peer_timeout)
+        except TimeoutError:
+            return {"status": "unavailable", "error": "rdp-monitor did not answer in time"}
+        except ServiceError as exc:
+            logger.warning("rdp-monitor figures for %s unavailable: %s", session_id, exc)
+            return {"status": "unavailable", "error": type(exc).__name__}
+        return {"status": "ok", "figures": figures}
+
+    async def session_health(self, session_id: str, *, owner: str | None) -> Document:
+        session = await self.sessions.get(session_id, owner=owner)
+        now = utcnow()
+        server = await self.store.servers.get(session["server_id"]) if session.get("server_id") else None
+        probe = (server or {}).get("last_probe") or {}
+        status = SessionStatus(session["status"])
+        server_state = server["state"] if server else None
+        healthy = status in LIVE_STATUSES and server_state in (ServerState.AVAILABLE, ServerState.DRAINING)
+        return {
+            "session_id": session_id,
+            "status": status.value,
+            "healthy": bool(healthy),
+            "server": {
+                "server_id": session.get("server_id"),
+                "state": server_state,
+                "reachable": probe.get("reachable"),
+                "checked_at": _iso(probe.get("checked_at")),
+            },
+            "deadlines": {
+                "idle_in_seconds": _seconds_until(session.get("idle_deadline"), now),
+                "disconnect_in_seconds": _seconds_until(session.get("disconnect_deadline"), now),
+                "max_in_seconds": _seconds_until(session.get("max_deadline"), now),
+            },
+        }
+
+    async def snapshot(self) -> Document:
+        by_status = await self.store.sessions.counts_by_status()
+        servers = await self.connections.list()
+        by_state = {state.value: 0 for state in ServerState}
+        for server in servers:
+            by_state[server["state"]] = by_state.get(server["state"], 0) + 1
+        latency = self.metrics.placement_latency
+        terminated = self.metrics.by_label("sessions_terminated")
+        reaped = self.metrics.by_label("reaper_actions")
+        counters: Document = {
+            "sessions_created": self.metrics.value("sessions_created"),
+            "session_create_failures": self.metrics.value("session_create_failures"),
+            "sessions_terminated": {r.value: terminated.get(r.value, 0) for r in TerminationReason},
+            "reaper_actions": {r.value: reaped.get(r.value, 0) for r in TerminationReason},
+            "reconciler_runs": self.metrics.value("reconciler_runs"),
+            "schema_validation_failures": self.schemas.failures,
+        }
+        body: Document = {
+            "service": "rdp-controller",
+            "version": __version__,
+            "timestamp": datetime.now(UTC).isoformat(),
+            "sessions": {
+                "by_status": by_status,
+                "live": sum(by_status[s.value] for s in LIVE_STATUSES),
+                "final": sum(by_status[s.value] for s in FINAL_STATUSES),
+            },
+            "servers": {
+                "total": len(servers),
+                "by_state": by_state,
+                "capacity": sum(s["capacity"] for s in servers),
+                "leases": sum(s["live_sessions"] for s in servers),
+            },
+            "connections": {"open": await self.store.connections.count_open()},
+            "counters": counters,
+            "placement_latency_seconds": {
+                "count": latency.count,
+                "sum": round(latency.total, 6),
+                "p50": latency.quantile(0.5),
+                "p99": latency.quantile(0.99),
+            },
+        }
+        if self.integration is not None:
+            counters.update(self.integration.counters())
+            body.update(await self.integration.metrics_snapshot())
+        return body
+
+
+def prometheus_text(snapshot: Document, metrics: Metrics) -> str:
+    """Prometheus exposition format (0.0.4) of a snapshot plus the placement histogram."""
+    p = PROMETHEUS_PREFIX
+    lines = [f"# HELP {p}_sessions Sessions by status (all replicas).", f"# TYPE {p}_sessions gauge"]
+    lines += [f'{p}_sessions{{status="{k}"}} {v}' for k, v in snapshot["sessions"]["by_status"].items()]
+    lines += [f"# HELP {p}_servers Servers by state.", f"# TYPE {p}_servers gauge"]
+    lines += [f'{p}_servers{{state="{k}"}} {v}' for k, v in snapshot["servers"]["by_state"].items()]
+    servers = snapshot["servers"]
+    lines += [
+        f"# TYPE {p}_server_capacity gauge",
+        f"{p}_server_capacity {servers['capacity']}",
+        f"# TYPE {p}_slot_leases gauge",
+        f"{p}_slot_leases {servers['leases']}",
+        f"# TYPE {p}_open_connections gauge",
+        f"{p}_open_connections {snapshot['connections']['open']}",
+    ]
+    for name, value in snapshot["counters"].items():
+        lines.append(f"# TYPE {p}_{name}_total counter")
+        if isinstance(value, dict):
+            label = "reason" if name in ("sessions_terminated", "reaper_actions") else "label"
+            lines += [f'{p}_{name}_total{{{label}="{k}"}} {v}' for k, v in value.items()]
+        else:
+            lines.append(f"{p}_{name}_total {value}")
+    histogram = metrics.placement_latency
+    lines += [
+        f"# HELP {p}_placement_latency_seconds Time to choose a server and reserve a slot.",
+        f"# TYPE {p}_placement_latency_seconds histogram",
+    ]
+    cumulative = 0
+    for bound, count in zip(LATENCY_BUCKETS, histogram.counts, strict=False):
+        cumulative += count
+        lines.append(f'{p}_placement_latency_seconds_bucket{{le="{bound}"}} {cumulative}')
+    lines.append(f'{p}_placement_latency_seconds_bucket{{le="+Inf"}} {histogram.count}')
+    lines.append(f"{p}_placement_latency_seconds_sum {histogram.total}")
+    lines.append(f"{p}_placement_latency_seconds_count {histogram.count}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,85 @@
+"""
+Lucid RDP Controller: the FastAPI application.
+
+``create_app(settings)`` builds the app; its lifespan builds every client (``Runtime``) and
+closes them on shutdown. The OpenAPI document served at ``/openapi.json`` and ``/docs`` is
+``openapi.yaml`` beside this file, loaded as it is (a test checks it matches the routes).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+from fastapi import FastAPI
+
+from common.log import setup_logging
+
+from . import __version__
+from .config import RdpControllerSettings, load_config
+from .http_errors import install_error_handlers
+from .middleware import BodySizeLimit
+from .routes import connections, servers, sessions, system
+from .runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+OPENAPI_FILE = Path(__file__).with_name("openapi.yaml")
+
+
+def load_openapi_schema(path: Path = OPENAPI_FILE) -> dict[str, Any] | None:
+    """The OpenAPI document from ``openapi.yaml``; None (FastAPI's generated one) if unreadable."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            schema = yaml.safe_load(handle)
+    except (OSError, yaml.YAMLError) as exc:
+        logger.warning("OpenAPI file %s unavailable, serving the generated document: %s", path, exc)
+        return None
+    if not isinstance(schema, dict) or "paths" not in schema:
+        logger.warning("OpenAPI file %s holds no paths, serving the generated document", path)
+        return None
+    return schema
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    runtime = Runtime(app.state.settings)
+    app.state.runtime = runtime
+    await runtime.start()
+    logger.info("rdp-controller %s started (%s)", __version__, runtime.settings.LUCID_ENV)
+    try:
+        yield
+    finally:
+        await runtime.stop()
+        logger.info("rdp-controller stopped")
+
+
+def create_app(settings: RdpControllerSettings | None = None) -> FastAPI:
+    """The application. Without ``settings`` the configuration is loaded and checked (``load_config``)."""
+    if settings is None:
+        settings = load_config().settings
+    setup_logging(settings.LOG_LEVEL, secret=settings.JWT_SECRET_KEY or None)
+    app = FastAPI(
+        title="Lucid RDP Controller",
+        version=__version__,
+        docs_url="/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    openapi_schema = load_openapi_schema()
+    if openapi_schema is not None:
+
+        def custom_openapi() -> dict[str, Any]:
+            return openapi_schema
+
+        app.openapi = custom_openapi  # type: ignore[method-assign]
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.RDP_CONTROLLER_MAX_BODY_BYTES)
+    for module in (system, sessions, servers, connections):
+        app.include_router(module.router)
+    return app

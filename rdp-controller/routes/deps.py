@@ -1,0 +1,51 @@
+"""Small ``Depends`` functions: they read app state and the request, nothing else."""
+
+from __future__ import annotations
+
+from fastapi import Depends, Request
+
+from common.errors import Forbidden
+from security.jwt_auth import parse_bearer, verify_token
+from security.principals import ANONYMOUS_DEV, Principal
+
+from ..runtime import Runtime
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+async def get_principal(request: Request, runtime: Runtime = Depends(get_runtime)) -> Principal:
+    """The authenticated caller (401 otherwise), rate limited per principal (429)."""
+    settings = runtime.settings
+    if not settings.RDP_CONTROLLER_AUTH_ENABLED:
+        principal = ANONYMOUS_DEV
+    else:
+        token = parse_bearer(request.headers.get("authorization"))
+        principal = verify_token(
+            token,
+            secret=settings.JWT_SECRET_KEY,
+            audience=settings.JWT_AUDIENCE,
+            leeway=settings.JWT_LEEWAY_SECONDS,
+        )
+    await runtime.rate_limiter.check(principal.subject)
+    request.state.principal = principal
+    return principal
+
+
+async def require_operator(principal: Principal = Depends(get_principal)) -> Principal:
+    if not principal.is_operator:
+        raise Forbidden("this route needs the operator role", code="OPERATOR_REQUIRED")
+    return principal
+
+
+async def require_privileged(principal: Principal = Depends(get_principal)) -> Principal:
+    if not principal.is_privileged:
+        raise Forbidden("this route needs the operator or service role", code="PRIVILEGED_REQUIRED")
+    return principal
+
+
+def owner_of(principal: Principal) -> str | None:
+    """The user whose sessions this principal may see; None means every user's."""
+    return None if principal.is_privileged else principal.subject

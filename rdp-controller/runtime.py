@@ -1,0 +1,153 @@
+"""
+Runtime: every resource of one running service, built and closed by the lifespan in ``main.py``.
+
+The template's "global instances" live here, on ``app.state.runtime``; handlers reach them
+through the small ``Depends`` functions in ``routes/deps.py``. Nothing connects at import time.
+A backend that is down at start-up does not stop the service: clients connect lazily, and the
+bootstrap loop creates the indexes and syncs the static servers once MongoDB answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from pymongo import AsyncMongoClient
+from redis.asyncio import Redis
+
+from common.backends import MongoDocument, create_mongo_client, create_redis_client
+from security.connection_tokens import ConnectionTokenStore
+from security.ratelimit import RateLimiter
+
+from .background import RECOVERABLE, Background
+from .config import RdpControllerSettings
+from .connection_manager import ConnectionManager
+from .descriptors import DescriptorIssuer
+from .health_monitor import HealthMonitor
+from .insights import Insights
+from .integration import build_integrations
+from .metrics import Metrics
+from .schema_validator import SchemaValidator
+from .server_pool import ServerPool
+from .session_controller import SessionController
+from .session_maintenance import SessionMaintenance
+from .storage.mongo import MongoStore
+from .storage.redis import RedisCoordination
+
+logger = logging.getLogger(__name__)
+
+BOOTSTRAP_RETRY_SECONDS = 2.0
+
+
+class Runtime:
+    def __init__(self, settings: RdpControllerSettings):
+        self.settings = settings
+        timeout = settings.BACKEND_TIMEOUT_SECONDS
+        self.mongo: AsyncMongoClient[MongoDocument] = create_mongo_client(
+            settings.MONGODB_URL, timeout_seconds=timeout, app_name="rdp-controller"
+        )
+        self.redis: Redis = create_redis_client(settings.REDIS_URL, timeout_seconds=timeout)
+        self.store = MongoStore(
+            self.mongo[settings.MONGODB_DATABASE],
+            event_retention_days=settings.RDP_CONTROLLER_EVENT_RETENTION_DAYS,
+        )
+        self.coordination = RedisCoordination(
+            self.redis,
+            settings.RDP_CONTROLLER_REDIS_PREFIX,
+            lease_ttl_seconds=settings.RDP_CONTROLLER_LEASE_TTL,
+        )
+        schema_dir = Path(settings.RDP_CONTROLLER_SCHEMA_DIR) if settings.RDP_CONTROLLER_SCHEMA_DIR else None
+        self.schemas = SchemaValidator(schema_dir)
+        self.metrics = Metrics()
+        prefix = settings.RDP_CONTROLLER_REDIS_PREFIX
+        self.rate_limiter = RateLimiter(
+            self.redis, settings.RDP_CONTROLLER_RATE_LIMIT_PER_MINUTE, key_prefix=f"{prefix}:rate:"
+        )
+        self.connection_tokens = ConnectionTokenStore(self.redis, key_prefix=f"{prefix}:conntoken:")
+        self.connections = ConnectionManager(self.store, self.coordination, settings, self.metrics)
+        self.descriptors = DescriptorIssuer(
+            self.connection_tokens, self.connections, token_ttl=settings.RDP_CONTROLLER_CONNECTION_TOKEN_TTL
+        )
+        self.background = Background(self.coordination)
+        self.mongo_ready = asyncio.Event()
+        self.integration = build_integrations(
+            settings, self.store, self.connections, self.background, self.mongo_ready, self.metrics
+        )
+        self.integrations = self.integration.manager
+        self.sessions = SessionController(
+            self.store,
+            self.coordination,
+            self.connections,
+            self.descriptors,
+            settings,
+            self.metrics,
+            hooks=self.integration.hooks,
+            dedicated=self.integration.warm_pool,
+        )
+        self.pool = ServerPool(self.connections, self.sessions)
+        self.health_monitor = HealthMonitor(self.connections, self.pool, settings, self.metrics)
+        self.insights = Insights(
+            self.store,
+            self.sessions,
+            self.connections,
+            self.metrics,
+            self.schemas,
+            peer_timeout=settings.BACKEND_TIMEOUT_SECONDS,
+        )
+        self.insights.monitor = self.integrations.rdp_monitor
+        self.insights.integration = self.integration
+        self.maintenance = SessionMaintenance(self.sessions)
+
+    async def start(self) -> None:
+        settings = self.settings
+        self.background.spawn("bootstrap", self._bootstrap, interval=BOOTSTRAP_RETRY_SECONDS, leader=False)
+        self.background.spawn(
+            "reaper",
+            self.maintenance.reap_once,
+            interval=settings.RDP_CONTROLLER_REAPER_INTERVAL,
+            leader=True,
+            wait_for=self.mongo_ready,
+        )
+        self.background.spawn(
+            "reconciler",
+            self.maintenance.reconcile_once,
+            interval=settings.RDP_CONTROLLER_RECONCILE_INTERVAL,
+            leader=True,
+            wait_for=self.mongo_ready,
+        )
+        self.background.spawn(
+            "drain",
+            self.pool.enforce_drain_deadlines,
+            interval=settings.RDP_CONTROLLER_REAPER_INTERVAL,
+            leader=True,
+            wait_for=self.mongo_ready,
+        )
+        self.background.spawn(
+            "health_monitor",
+            self.health_monitor.run_once,
+            interval=settings.RDP_CONTROLLER_PROBE_INTERVAL,
+            leader=True,
+            wait_for=self.mongo_ready,
+        )
+        await self.integration.start()
+
+    async def _bootstrap(self) -> None:
+        """Index creation and static servers, retried until MongoDB answers, then idle."""
+        if self.mongo_ready.is_set():
+            return
+        await self.store.ensure_indexes()
+        await self.integration.ensure_indexes()
+        await self.connections.sync_static_servers()
+        self.mongo_ready.set()
+        logger.info("MongoDB ready: indexes created, static servers synced")
+        try:
+            await self.maintenance.reconcile_once()
+        except RECOVERABLE as exc:
+            logger.warning("First reconcile deferred to the reconciler loop: %s", exc)
+
+    async def stop(self) -> None:
+        await self.background.stop()
+        await self.integration.close()
+        await self.redis.aclose()
+        await self.mongo.close()

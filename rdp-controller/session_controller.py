@@ -1,0 +1,513 @@
+"""
+SessionController: the session lifecycle state machine, limits, timers and reconnect.
+
+The state machine is enforced here and only here (``TRANSITIONS``). Every change is a
+compare-and-set on ``status`` and ``version`` in MongoDB; a loser reloads and decides again,
+so two replicas racing on one session cannot both win. Slots are Redis leases reserved by
+the connection manager and released when a session reaches a final state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from pymongo.errors import DuplicateKeyError, PyMongoError
+from redis.exceptions import RedisError
+
+from common.errors import Conflict, NotFound, ValidationFailed
+
+from .config import RdpControllerSettings
+from .connection_manager import ConnectionManager
+from .descriptors import DescriptorIssuer
+from .metrics import Metrics
+from .models import (
+    FINAL_STATUSES,
+    ConnectionDescriptor,
+    CreateSessionRequest,
+    SessionConfig,
+    SessionStatus,
+    TerminationReason,
+    is_uuid,
+)
+from .storage.mongo import MongoStore, new_id, utcnow
+from .storage.redis import Lease, RedisCoordination
+
+logger = logging.getLogger(__name__)
+
+S = SessionStatus
+TRANSITIONS: dict[SessionStatus, frozenset[SessionStatus]] = {
+    S.CREATING: frozenset({S.READY, S.ERROR}),
+    S.READY: frozenset({S.ACTIVE, S.TERMINATED}),
+    S.ACTIVE: frozenset({S.IDLE, S.SUSPENDED, S.TERMINATED}),
+    S.IDLE: frozenset({S.ACTIVE, S.SUSPENDED, S.TERMINATED}),
+    S.SUSPENDED: frozenset({S.ACTIVE, S.TERMINATED}),
+    S.TERMINATED: frozenset(),
+    S.ERROR: frozenset(),
+}
+CONTROLLER_ONLY = frozenset({S.CREATING, S.READY, S.ERROR})
+CAS_ATTEMPTS = 8
+
+Document = dict[str, Any]
+# A decision on the freshest copy of a session: (target status or None for no status change,
+# field changes), or None when there is nothing to do.
+Decision = tuple[SessionStatus | None, Document] | None
+
+
+class LifecycleHooks(Protocol):
+    """Told of every committed transition; must not block (the integration layer queues work)."""
+
+    async def on_transition(
+        self,
+        session: Document,
+        from_status: SessionStatus | None,
+        to_status: SessionStatus,
+        reason: str | None,
+    ) -> None: ...
+
+
+class DedicatedServers(Protocol):
+    """Hands out a dedicated server (from the warm pool or freshly provisioned) for one session."""
+
+    async def acquire(self, *, session_id: str, user_id: str, session_config: Document) -> str:
+        """Return the ``server_id`` of a registered, available server reserved for this session."""
+        ...
+
+
+class NoHooks:
+    async def on_transition(
+        self,
+        session: Document,
+        from_status: SessionStatus | None,
+        to_status: SessionStatus,
+        reason: str | None,
+    ) -> None:
+        return None
+
+
+def invalid_transition(current: SessionStatus, target: SessionStatus) -> Conflict:
+    allowed = sorted(t.value for t in TRANSITIONS[current])
+    return Conflict(
+        f"session is {current.value}: it cannot become {target.value}"
+        + (f" (allowed: {', '.join(allowed)})" if allowed else " (final state)"),
+        code="INVALID_TRANSITION",
+        details={"from": current.value, "to": target.value, "allowed": allowed},
+    )
+
+
+def compute_deadlines(document: Document) -> Document:
+    """The idle, disconnect and maximum-duration deadlines for a session in its current state."""
+    status = SessionStatus(document["status"])
+    config = document["session_config"]
+    deadlines: Document = {
+        "idle_deadline": None,
+        "disconnect_deadline": None,
+        "max_deadline": document.get("max_deadline"),
+    }
+    if status in FINAL_STATUSES:
+        deadlines["max_deadline"] = None
+    elif status is S.SUSPENDED:
+        deadlines["disconnect_deadline"] = document["suspended_at"] + timedelta(
+            seconds=config["disconnect_timeout"]
+        )
+    else:
+        since: datetime = document.get("last_activity_at") or document["created_at"]
+        deadlines["idle_deadline"] = since + timedelta(seconds=config["idle_timeout"])
+    pending = [value for value in deadlines.values() if value is not None]
+    deadlines["next_deadline"] = min(pending) if pending else None
+    return deadlines
+
+
+class SessionController:
+    """Create, read and move sessions through their life."""
+
+    def __init__(
+        self,
+        store: MongoStore,
+        coordination: RedisCoordination,
+        connections: ConnectionManager,
+        descriptors: DescriptorIssuer,
+        settings: RdpControllerSettings,
+        metrics: Metrics,
+        hooks: LifecycleHooks | None = None,
+        dedicated: DedicatedServers | None = None,
+    ):
+        self.store = store
+        self.coordination = coordination
+        self.connections = connections
+        self.descriptors = descriptors
+        self.settings = settings
+        self.metrics = metrics
+        self.hooks: LifecycleHooks = hooks or NoHooks()
+        self.dedicated = dedicated
+
+    # Reading ------------------------------------------------------------------------------
+    async def get(self, session_id: str, *, owner: str | None = None) -> Document:
+        """The session; ``owner`` set means only that user's session is visible (else 404)."""
+        document = await self.store.sessions.get(session_id) if is_uuid(session_id) else None
+        if document is None or (owner is not None and document["user_id"] != owner):
+            raise NotFound(f"session {session_id} not found", code="SESSION_NOT_FOUND")
+        return document
+
+    async def page(
+        self, *, filters: Document, limit: int, cursor: str | None
+    ) -> tuple[list[Document], str | None]:
+        query = {key: value for key, value in filters.items() if value is not None}
+        return await self.store.sessions.page(query, limit, cursor)
+
+    async def events(self, session_id: str, *, owner: str | None, limit: int) -> list[Document]:
+        await self.get(session_id, owner=owner)
+        return await self.store.events.for_session(session_id, limit)
+
+    # Create -------------------------------------------------------------------------------
+    def effective_config(self, config: SessionConfig) -> Document:
+        values = config.model_dump()
+        values["idle_timeout"] = config.idle_timeout or self.settings.RDP_CONTROLLER_IDLE_TIMEOUT
+        values["session_timeout"] = config.session_timeout or self.settings.RDP_CONTROLLER_SESSION_TIMEOUT
+        values["disconnect_timeout"] = (
+            config.disconnect_timeout or self.settings.RDP_CONTROLLER_DISCONNECT_TIMEOUT
+        )
+        return values
+
+    async def create(
+        self, request: CreateSessionRequest, *, user_id: str, idempotency_key: str | None, actor: str
+    ) -> tuple[Document, bool]:
+        """Create (or return) a session. The flag is True when a new session was created."""
+        config = self.effective_config(request.session_config)
+        fingerprint = hashlib.sha256(
+            json.dumps([user_id, request.model_dump(mode="json")], sort_keys=True).encode()
+        ).hexdigest()
+        if idempotency_key is not None:
+            existing = await self.store.sessions.by_idempotency_key(user_id, idempotency_key)
+            if existing is not None:
+                return self._replayed(existing, fingerprint), False
+        if not request.new_session and request.server_id is None:
+            offered = await self._offer_reconnect(user_id, config, actor)
+            if offered is not None:
+                return {**offered, "reconnected": True}, False
+        session_id, started = new_id(), time.perf_counter()
+        pinned = request.server_id
+        try:
+            if request.session_config.dedicated_server:
+                if self.dedicated is None:
+                    raise Conflict(
+                        "dedicated servers need the rdp-server-manager integration (RDP_SERVER_MANAGER_URL)",
+                        code="DEDICATED_UNAVAILABLE",
+                        details={"field": "session_config.dedicated_server"},
+                    )
+                pinned = await self.dedicated.acquire(
+                    session_id=session_id, user_id=user_id, session_config=config
+                )
+            server = await self.connections.place(
+                session_id=session_id,
+                user_id=user_id,
+                pinned_server_id=pinned,
+                labels=request.session_config.labels,
+            )
+        except Exception:
+            self.metrics.inc("session_create_failures")
+            raise
+        self.metrics.placement_latency.observe(time.perf_counter() - started)
+        lease = Lease(server["server_id"], user_id, session_id)
+        now = utcnow()
+        document: Document = {
+            "session_id": session_id,
+            "user_id": user_id,
+            "server_id": server["server_id"],
+            "connection_id": new_id(),
+            "status": S.READY.value,
+            "session_config": config,
+            "created_at": now,
+            "updated_at": now,
+            "max_deadline": now + timedelta(seconds=config["session_timeout"]),
+            "termination_reason": None,
+            "version": 1,
+            "created_by": actor,
+            "idempotency_key": idempotency_key,
+            "request_fingerprint": fingerprint,
+        }
+        document.update(compute_deadlines(document))
+        try:
+            await self.store.sessions.insert(document)
+        except DuplicateKeyError:
+            await self.connections.release(lease)
+            existing = await self.store.sessions.by_idempotency_key(user_id, idempotency_key or "")
+            if existing is None:
+                raise
+            return self._replayed(existing, fingerprint), False
+        except PyMongoError:
+            await self.connections.release(lease)
+            self.metrics.inc("session_create_failures")
+            raise
+        document.pop("_id", None)
+        self.metrics.inc("sessions_created")
+        await self._record(document, None, S.CREATING, None, actor)
+        await self._record(document, S.CREATING, S.READY, "slot_reserved", actor)
+        await self.hooks.on_transition(document, S.CREATING, S.READY, None)
+        return document, True
+
+    @staticmethod
+    def _replayed(existing: Document, fingerprint: str) -> Document:
+        if existing.get("request_fingerprint") not in (None, fingerprint):
+            raise ValidationFailed(
+                "Idempotency-Key: this key was used with a different request",
+                code="IDEMPOTENCY_KEY_REUSED",
+                details={"field": "Idempotency-Key", "session_id": existing["session_id"]},
+            )
+        return existing
+
+    async def _offer_reconnect(self, user_id: str, config: Document, actor: str) -> Document | None:
+        keys = ("display_resolution", "color_depth", "labels")
+        for candidate in await self.store.sessions.suspended_for(user_id):
+            if all(candidate["session_config"].get(k) == config[k] for k in keys):
+                try:
+                    return await self.reconnect(candidate["session_id"], owner=user_id, actor=actor)
+                except (Conflict, NotFound):
+                    continue  # it moved meanwhile (terminated by the reaper): try the next one
+        return None
+
+    # Moves --------------------------------------------------------------------------------
+    async def _apply(
+        self,
+        session_id: str,
+        owner: str | None,
+        decide: Callable[[Document], Decision],
+        *,
+        reason: str | None,
+        actor: str,
+    ) -> Document:
+        """Decide on the freshest copy and compare-and-set; reload and decide again on a lost race."""
+        for _attempt in range(CAS_ATTEMPTS):
+            current = await self.get(session_id, owner=owner)
+            decision = decide(current)
+            if decision is None:
+                return current
+            target, changes = decision
+            status = SessionStatus(current["status"])
+            if target is not None and target is not status and target not in TRANSITIONS[status]:
+                raise invalid_transition(status, target)
+            merged = {**current, **changes, "status": (target or status).value}
+            fields = {**changes, "status": merged["status"], **compute_deadlines(merged)}
+            updated = await self.store.sessions.compare_and_set(
+                session_id, status, current["version"], fields
+            )
+            if updated is None:
+                continue
+            if target is not None and target is not status:
+                await self._after_transition(updated, status, target, reason, actor)
+            return updated
+        raise Conflict(f"session {session_id} is changing too fast; try again", code="CONCURRENT_UPDATE")
+
+    async def _after_transition(
+        self,
+        document: Document,
+        from_status: SessionStatus,
+        to_status: SessionStatus,
+        reason: str | None,
+        actor: str,
+    ) -> None:
+        if to_status in FINAL_STATUSES:
+            await self.store.connections.close_open(document["session_id"], utcnow())
+            if document.get("server_id"):
+                try:
+                    await self.connections.release(
+                        Lease(document["server_id"], document["user_id"], document["session_id"])
+                    )
+                except RedisError as exc:
+                    # The reconciler drops leases of final sessions; the lease also expires.
+                    logger.warning("Lease of %s not released now: %s", document["session_id"], exc)
+            self.metrics.inc("sessions_terminated", reason or "")
+        await self._record(document, from_status, to_status, reason, actor)
+        await self.hooks.on_transition(document, from_status, to_status, reason)
+
+    async def _record(
+        self,
+        document: Document,
+        from_status: SessionStatus | None,
+        to_status: SessionStatus,
+        reason: str | None,
+        actor: str,
+    ) -> None:
+        event = {
+            "event_id": new_id(),
+            "session_id": document["session_id"],
+            "user_id": document["user_id"],
+            "server_id": document.get("server_id"),
+            "from_status": from_status.value if from_status else None,
+            "to_status": to_status.value,
+            "reason": reason,
+            "actor": actor,
+            "at": utcnow(),
+            "seq": time.monotonic_ns(),
+        }
+        await self.store.events.append(event)
+        try:
+            await self.coordination.publish_event({**event, "at": event["at"].isoformat()})
+        except RedisError as exc:
+            logger.warning("Event %s not published on the stream: %s", event["event_id"], exc)
+
+    async def terminate(
+        self, session_id: str, *, owner: str | None, reason: TerminationReason, actor: str
+    ) -> Document:
+        """Terminate; a session that is final already is returned as it is (idempotent)."""
+
+        def decide(current: Document) -> Decision:
+            if SessionStatus(current["status"]) in FINAL_STATUSES:
+                return None
+            return S.TERMINATED, {"terminated_at": utcnow(), "termination_reason": reason.value}
+
+        return await self._apply(session_id, owner, decide, reason=reason.value, actor=actor)
+
+    async def update_status(
+        self,
+        session_id: str,
+        target: SessionStatus,
+        *,
+        owner: str | None,
+        reason: TerminationReason | None,
+        actor: str,
+    ) -> Document:
+        if target is S.TERMINATED:
+            return await self.terminate(
+                session_id, owner=owner, reason=reason or TerminationReason.ADMIN, actor=actor
+            )
+        if reason is not None:
+            raise ValidationFailed("reason: only with status terminated", details={"field": "reason"})
+
+        def decide(current: Document) -> Decision:
+            status, now = SessionStatus(current["status"]), utcnow()
+            if target is status:
+                raise invalid_transition(status, target)
+            changes: Document = {}
+            if target is S.ACTIVE:
+                changes = {"last_activity_at": now, "started_at": current.get("started_at") or now}
+            elif target is S.SUSPENDED:
+                changes = {"suspended_at": now}
+            elif target in CONTROLLER_ONLY:
+                error = invalid_transition(status, target)
+                error.message = f"status {target.value} is set by the controller itself, not through the API"
+                raise error
+            return target, changes
+
+        return await self._apply(session_id, owner, decide, reason=None, actor=actor)
+
+    async def rdp_file(self, session_id: str, *, owner: str | None) -> str:
+        """The ``.rdp`` file of a live session (without a token: connect issues those)."""
+        document = await self.get(session_id, owner=owner)
+        status = SessionStatus(document["status"])
+        if status in FINAL_STATUSES:
+            raise Conflict(f"session is {status.value}: it has no connection", code="SESSION_FINAL")
+        return await self.descriptors.rdp_file(document)
+
+    async def connect(
+        self, session_id: str, *, owner: str | None, actor: str, client_address: str | None
+    ) -> ConnectionDescriptor:
+        """A client is connecting: ready/idle become active; an active session gets a new connection."""
+
+        def decide(current: Document) -> Decision:
+            status, now = SessionStatus(current["status"]), utcnow()
+            if status is S.SUSPENDED:
+                raise Conflict(
+                    "session is suspended: use POST .../reconnect",
+                    code="INVALID_TRANSITION",
+                    details={
+                        "from": status.value,
+                        "to": "active",
+                        "allowed": ["active (reconnect)", "terminated"],
+                    },
+                )
+            if status not in (S.READY, S.ACTIVE, S.IDLE):
+                raise invalid_transition(status, S.ACTIVE)
+            return S.ACTIVE, {
+                "connection_id": new_id() if current.get("started_at") else current["connection_id"],
+                "started_at": current.get("started_at") or now,
+                "last_activity_at": now,
+            }
+
+        document = await self._apply(session_id, owner, decide, reason="client_connected", actor=actor)
+        await self._open_connection(document, client_address)
+        return await self.descriptors.issue(document)
+
+    async def reconnect_with_descriptor(
+        self, session_id: str, *, owner: str | None, actor: str
+    ) -> ConnectionDescriptor:
+        return await self.descriptors.issue(await self.reconnect(session_id, owner=owner, actor=actor))
+
+    async def reconnect(self, session_id: str, *, owner: str | None, actor: str) -> Document:
+        """A suspended session goes back to its own server."""
+
+        def decide(current: Document) -> Decision:
+            status = SessionStatus(current["status"])
+            if status is not S.SUSPENDED:
+                raise Conflict(
+                    f"only a suspended session can be reconnected; this one is {status.value}",
+                    code="INVALID_TRANSITION",
+                    details={
+                        "from": status.value,
+                        "to": "active",
+                        "allowed": sorted(t.value for t in TRANSITIONS[status]),
+                    },
+                )
+            return S.ACTIVE, {"connection_id": new_id(), "last_activity_at": utcnow(), "suspended_at": None}
+
+        document = await self._apply(session_id, owner, decide, reason="reconnected", actor=actor)
+        await self.connections.reserve_existing(Lease(document["server_id"], document["user_id"], session_id))
+        await self._open_connection(document, None)
+        return document
+
+    async def disconnect(self, session_id: str, *, owner: str | None, actor: str) -> Document:
+        def decide(current: Document) -> Decision:
+            status = SessionStatus(current["status"])
+            if status not in (S.ACTIVE, S.IDLE):
+                raise invalid_transition(status, S.SUSPENDED)
+            return S.SUSPENDED, {"suspended_at": utcnow()}
+
+        document = await self._apply(session_id, owner, decide, reason="client_disconnected", actor=actor)
+        await self.store.connections.close_open(session_id, utcnow())
+        return document
+
+    async def record_activity(
+        self, session_id: str, *, owner: str | None, actor: str, bytes_in: int | None, bytes_out: int | None
+    ) -> Document:
+        """Heartbeat from a connected client: resets the idle timer; an idle session becomes active."""
+
+        def decide(current: Document) -> Decision:
+            status = SessionStatus(current["status"])
+            if status not in (S.ACTIVE, S.IDLE):
+                raise Conflict(
+                    f"activity is recorded for active or idle sessions; this one is {status.value}",
+                    code="INVALID_TRANSITION",
+                    details={"from": status.value},
+                )
+            return (S.ACTIVE if status is S.IDLE else None), {"last_activity_at": utcnow()}
+
+        document = await self._apply(session_id, owner, decide, reason="activity", actor=actor)
+        await self.store.connections.record_activity(document["connection_id"], utcnow(), bytes_in, bytes_out)
+        return document
+
+    async def _open_connection(self, document: Document, client_address: str | None) -> None:
+        now = utcnow()
+        await self.store.connections.close_open(document["session_id"], now)
+        connection = {
+            "connection_id": document["connection_id"],
+            "session_id": document["session_id"],
+            "server_id": document["server_id"],
+            "user_id": document["user_id"],
+            "client_address": client_address,
+            "opened_at": now,
+            "closed_at": None,
+            "last_activity_at": now,
+            "bytes_in": None,
+            "bytes_out": None,
+        }
+        try:
+            await self.store.connections.open(connection)
+        except DuplicateKeyError:
+            await self.store.connections.collection.update_one(
+                {"connection_id": document["connection_id"]}, {"$set": {"closed_at": None, "opened_at": now}}
+            )

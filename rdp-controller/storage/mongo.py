@@ -1,0 +1,283 @@
+"""
+MongoDB repositories: the source of truth. Database ``lucid_rdp`` (``MONGODB_DATABASE``).
+
+Every session update is a compare-and-set on ``status`` and ``version``: two replicas racing
+on one session cannot both win. Indexes are created at start-up, idempotently.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from common.backends import MongoDocument
+from common.errors import Conflict, ValidationFailed
+
+from ..models import FINAL_STATUSES, LIVE_STATUSES, SessionStatus
+
+SESSIONS = "rdp_sessions"
+SERVERS = "rdp_servers"
+CONNECTIONS = "rdp_connections"
+EVENTS = "rdp_session_events"
+OUTBOX = "integration_outbox"
+
+NO_ID = {"_id": False}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def encode_cursor(created_at: datetime, session_id: str) -> str:
+    raw = json.dumps([created_at.isoformat(), session_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created, session_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        return datetime.fromisoformat(created), str(session_id)
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise ValidationFailed(
+            "cursor: not a cursor this service issued", details={"field": "cursor"}
+        ) from exc
+
+
+class SessionRepository:
+    def __init__(self, collection: AsyncCollection[MongoDocument]):
+        self.collection = collection
+
+    async def insert(self, document: MongoDocument) -> None:
+        await self.collection.insert_one(dict(document))
+
+    async def get(self, session_id: str) -> MongoDocument | None:
+        return await self.collection.find_one({"session_id": session_id}, NO_ID)
+
+    async def by_idempotency_key(self, user_id: str, key: str) -> MongoDocument | None:
+        return await self.collection.find_one({"user_id": user_id, "idempotency_key": key}, NO_ID)
+
+    async def suspended_for(self, user_id: str) -> list[MongoDocument]:
+        cursor = self.collection.find(
+            {"user_id": user_id, "status": SessionStatus.SUSPENDED.value}, NO_ID
+        ).sort("suspended_at", DESCENDING)
+        return await cursor.to_list(length=100)
+
+    async def compare_and_set(
+        self, session_id: str, status: SessionStatus, version: int, changes: dict[str, Any]
+    ) -> MongoDocument | None:
+        """Apply ``changes`` only if the session is still at ``status``/``version``; None if it moved."""
+        return await self.collection.find_one_and_update(
+            {"session_id": session_id, "status": status.value, "version": version},
+            {"$set": {**changes, "updated_at": utcnow()}, "$inc": {"version": 1}},
+            projection=NO_ID,
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def touch(self, session_id: str, version: int, changes: dict[str, Any]) -> MongoDocument | None:
+        """Update fields without a status change, still guarded by ``version``."""
+        return await self.collection.find_one_and_update(
+            {"session_id": session_id, "version": version},
+            {"$set": {**changes, "updated_at": utcnow()}, "$inc": {"version": 1}},
+            projection=NO_ID,
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def page(
+        self, filters: dict[str, Any], limit: int, cursor: str | None
+    ) -> tuple[list[MongoDocument], str | None]:
+        query: dict[str, Any] = dict(filters)
+        if cursor:
+            created, session_id = decode_cursor(cursor)
+            query["$or"] = [
+                {"created_at": {"$lt": created}},
+                {"created_at": created, "session_id": {"$lt": session_id}},
+            ]
+        found = self.collection.find(query, NO_ID).sort(
+            [("created_at", DESCENDING), ("session_id", DESCENDING)]
+        )
+        documents = await found.limit(limit + 1).to_list(length=limit + 1)
+        following = None
+        if len(documents) > limit:
+            documents = documents[:limit]
+            following = encode_cursor(documents[-1]["created_at"], documents[-1]["session_id"])
+        return documents, following
+
+    async def due(self, now: datetime, limit: int = 500) -> list[MongoDocument]:
+        query = {"status": {"$in": [s.value for s in LIVE_STATUSES]}, "next_deadline": {"$lte": now}}
+        return await self.collection.find(query, NO_ID).sort("next_deadline", ASCENDING).to_list(length=limit)
+
+    async def live(self, projection: dict[str, Any] | None = None) -> list[MongoDocument]:
+        query = {"status": {"$in": [s.value for s in LIVE_STATUSES]}}
+        return await self.collection.find(query, projection or NO_ID).to_list(length=None)
+
+    async def live_on_server(self, server_id: str) -> list[MongoDocument]:
+        query = {"server_id": server_id, "status": {"$in": [s.value for s in LIVE_STATUSES]}}
+        return await self.collection.find(query, NO_ID).to_list(length=None)
+
+    async def final_among(self, session_ids: list[str]) -> set[str]:
+        if not session_ids:
+            return set()
+        query = {"session_id": {"$in": session_ids}, "status": {"$in": [s.value for s in FINAL_STATUSES]}}
+        found = await self.collection.find(query, {"session_id": True, "_id": False}).to_list(length=None)
+        return {document["session_id"] for document in found}
+
+    async def counts_by_status(self) -> dict[str, int]:
+        pipeline: list[dict[str, Any]] = [{"$group": {"_id": "$status", "count": {"$sum": 1}}}]
+        counts = {status.value: 0 for status in SessionStatus}
+        async for row in await self.collection.aggregate(pipeline):
+            counts[str(row["_id"])] = int(row["count"])
+        return counts
+
+
+class EventRepository:
+    def __init__(self, collection: AsyncCollection[MongoDocument]):
+        self.collection = collection
+
+    async def append(self, event: MongoDocument) -> None:
+        await self.collection.insert_one(dict(event))
+
+    async def for_session(self, session_id: str, limit: int) -> list[MongoDocument]:
+        found = self.collection.find({"session_id": session_id}, NO_ID).sort(
+            [("at", ASCENDING), ("seq", ASCENDING)]
+        )
+        return await found.to_list(length=limit)
+
+
+class ConnectionRepository:
+    def __init__(self, collection: AsyncCollection[MongoDocument]):
+        self.collection = collection
+
+    async def open(self, document: MongoDocument) -> None:
+        await self.collection.insert_one(dict(document))
+
+    async def close_open(self, session_id: str, at: datetime) -> None:
+        await self.collection.update_many(
+            {"session_id": session_id, "closed_at": None}, {"$set": {"closed_at": at}}
+        )
+
+    async def record_activity(
+        self, connection_id: str, at: datetime, bytes_in: int | None, bytes_out: int | None
+    ) -> None:
+        changes: dict[str, Any] = {"last_activity_at": at}
+        if bytes_in is not None:
+            changes["bytes_in"] = bytes_in
+        if bytes_out is not None:
+            changes["bytes_out"] = bytes_out
+        await self.collection.update_one({"connection_id": connection_id}, {"$set": changes})
+
+    async def page(self, filters: dict[str, Any], limit: int) -> list[MongoDocument]:
+        found = self.collection.find(filters, NO_ID).sort("opened_at", DESCENDING)
+        return await found.limit(limit).to_list(length=limit)
+
+    async def count_open(self) -> int:
+        return await self.collection.count_documents({"closed_at": None})
+
+
+class ServerRepository:
+    def __init__(self, collection: AsyncCollection[MongoDocument]):
+        self.collection = collection
+
+    async def insert(self, document: MongoDocument) -> None:
+        try:
+            await self.collection.insert_one(dict(document))
+        except DuplicateKeyError as exc:
+            raise Conflict(
+                f"a server at {document['address']}:{document['port']} is registered already",
+                code="DUPLICATE_SERVER",
+                details={"field": "address"},
+            ) from exc
+
+    async def get(self, server_id: str) -> MongoDocument | None:
+        return await self.collection.find_one({"server_id": server_id}, NO_ID)
+
+    async def all(self) -> list[MongoDocument]:
+        return await self.collection.find({}, NO_ID).sort("name", ASCENDING).to_list(length=None)
+
+    async def update(self, server_id: str, changes: dict[str, Any]) -> MongoDocument | None:
+        try:
+            return await self.collection.find_one_and_update(
+                {"server_id": server_id},
+                {"$set": {**changes, "updated_at": utcnow()}},
+                projection=NO_ID,
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError as exc:
+            raise Conflict("another server has that address and port", code="DUPLICATE_SERVER") from exc
+
+    async def delete(self, server_id: str) -> bool:
+        result = await self.collection.delete_one({"server_id": server_id})
+        return result.deleted_count == 1
+
+
+class MongoStore:
+    """The database and its repositories."""
+
+    def __init__(self, database: AsyncDatabase[MongoDocument], *, event_retention_days: int):
+        self.database = database
+        self.event_retention = timedelta(days=event_retention_days)
+        self.sessions = SessionRepository(database[SESSIONS])
+        self.events = EventRepository(database[EVENTS])
+        self.connections = ConnectionRepository(database[CONNECTIONS])
+        self.servers = ServerRepository(database[SERVERS])
+        self.outbox: AsyncCollection[MongoDocument] = database[OUTBOX]
+
+    async def ensure_indexes(self) -> None:
+        """Create every index; safe to run at every start and from every replica."""
+        await self.database[SESSIONS].create_indexes(
+            [
+                IndexModel([("session_id", ASCENDING)], unique=True, name="session_id_unique"),
+                IndexModel([("user_id", ASCENDING), ("status", ASCENDING)], name="user_status"),
+                IndexModel([("server_id", ASCENDING), ("status", ASCENDING)], name="server_status"),
+                IndexModel([("status", ASCENDING), ("next_deadline", ASCENDING)], name="status_deadline"),
+                IndexModel([("created_at", DESCENDING), ("session_id", DESCENDING)], name="created_order"),
+                IndexModel(
+                    [("user_id", ASCENDING), ("idempotency_key", ASCENDING)],
+                    unique=True,
+                    partialFilterExpression={"idempotency_key": {"$type": "string"}},
+                    name="idempotency_unique",
+                ),
+            ]
+        )
+        await self.database[EVENTS].create_indexes(
+            [
+                IndexModel([("session_id", ASCENDING), ("at", ASCENDING)], name="session_at"),
+                IndexModel(
+                    [("at", ASCENDING)],
+                    expireAfterSeconds=int(self.event_retention.total_seconds()),
+                    name="retention_ttl",
+                ),
+            ]
+        )
+        await self.database[CONNECTIONS].create_indexes(
+            [
+                IndexModel([("connection_id", ASCENDING)], unique=True, name="connection_id_unique"),
+                IndexModel([("session_id", ASCENDING), ("closed_at", ASCENDING)], name="session_open"),
+                IndexModel([("opened_at", DESCENDING)], name="opened_order"),
+            ]
+        )
+        await self.database[SERVERS].create_indexes(
+            [
+                IndexModel([("server_id", ASCENDING)], unique=True, name="server_id_unique"),
+                IndexModel([("address", ASCENDING), ("port", ASCENDING)], unique=True, name="address_unique"),
+            ]
+        )
+        await self.outbox.create_indexes(
+            [
+                IndexModel([("delivery_id", ASCENDING)], unique=True, name="delivery_unique"),
+                IndexModel([("status", ASCENDING), ("next_attempt_at", ASCENDING)], name="due"),
+            ]
+        )
