@@ -1,1 +1,167 @@
-"""Integration clients for the peer Lucid services."""
+"""
+Integration with the peer Lucid services: rdp-server-manager, session-recorder,
+session-processor and rdp-monitor.
+
+* ``IntegrationManager`` (``integration_manager.py``): lazy clients from the ``*_URL`` settings,
+  ``health_check_all``, ``close_all``.
+* ``ServiceClientBase`` (``service_base.py``): one pooled ``httpx.AsyncClient`` per peer, retries
+  with full-jitter backoff, typed errors, circuit breaker; one ``<peer>_client.py`` per peer.
+* ``Outbox`` (``outbox.py``): durable, at-least-once deliveries with idempotency keys.
+* ``IntegrationHooks`` (``lifecycle.py``): session transitions -> outbox deliveries.
+* ``WarmPool`` (``warm_pool.py``): dedicated servers, provisioned ahead or on demand.
+
+``build_integrations`` assembles them for ``Runtime``; nothing here connects at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from ..background import Background
+from ..config import RdpControllerSettings
+from ..connection_manager import ConnectionManager
+from ..metrics import Metrics
+from ..storage.mongo import MongoStore
+from .integration_manager import IntegrationManager
+from .lifecycle import RELEASE_DEDICATED, IntegrationHooks
+from .outbox import SERVER_MANAGER, Outbox
+from .service_base import (
+    CircuitOpenError,
+    ServiceClientBase,
+    ServiceError,
+    ServiceNotFoundError,
+    ServiceTimeoutError,
+)
+from .warm_pool import COLLECTION as WARM_POOL_COLLECTION
+from .warm_pool import WarmPool
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CircuitOpenError",
+    "IntegrationHooks",
+    "IntegrationManager",
+    "Integrations",
+    "Outbox",
+    "ServiceClientBase",
+    "ServiceError",
+    "ServiceNotFoundError",
+    "ServiceTimeoutError",
+    "WarmPool",
+    "build_integrations",
+]
+
+OUTBOX_LOOP = "integration_outbox"
+# Counters (``Metrics``) of this layer: labelled by peer, by source (stock|on_demand) or by reason.
+LABELLED_COUNTERS = (
+    "outbox_enqueued",
+    "outbox_delivered",
+    "outbox_retried",
+    "outbox_failed",
+    "outbox_enqueue_failures",
+    "warm_pool_acquired",
+    "warm_pool_provisioned",
+    "warm_pool_released",
+)
+PLAIN_COUNTERS = ("warm_pool_refill_failures", "warm_pool_on_demand_failures")
+WARM_POOL_LOOP = "warm_pool_refill"
+
+
+@dataclass
+class Integrations:
+    """The integration layer of one running service, owned by ``Runtime``."""
+
+    settings: RdpControllerSettings
+    manager: IntegrationManager
+    outbox: Outbox
+    hooks: IntegrationHooks
+    warm_pool: WarmPool | None
+    background: Background
+    mongo_ready: asyncio.Event
+    metrics: Metrics
+
+    async def ensure_indexes(self) -> None:
+        """Outbox and warm-pool indexes; idempotent (call from the bootstrap, after ``MongoStore``'s)."""
+        await self.outbox.ensure_indexes()
+        if self.warm_pool is not None:
+            await self.warm_pool.ensure_indexes()
+
+    async def start(self) -> None:
+        """Spawn the outbox loop and, with a warm pool of size > 0, its refill loop (leader loops)."""
+        settings = self.settings
+        self.background.spawn(
+            OUTBOX_LOOP,
+            self.outbox.dispatch_once,
+            interval=settings.RDP_CONTROLLER_OUTBOX_INTERVAL,
+            leader=True,
+            wait_for=self.mongo_ready,
+        )
+        if self.warm_pool is not None and self.warm_pool.size > 0:
+            self.background.spawn(
+                WARM_POOL_LOOP,
+                self.warm_pool.refill_once,
+                interval=settings.RDP_CONTROLLER_OUTBOX_INTERVAL,
+                leader=True,
+                wait_for=self.mongo_ready,
+            )
+
+    async def metrics_snapshot(self) -> dict[str, Any]:
+        """The ``integrations`` and ``warm_pool`` parts of ``/api/v1/metrics``.
+
+        Outbox deliveries by status and warm-pool stock come from MongoDB (all replicas); circuit
+        states are this replica's. ``warm_pool`` is absent without rdp-server-manager.
+        """
+        snapshot: dict[str, Any] = {
+            "integrations": {
+                "outbox": await self.outbox.counts(),
+                "circuits": self.manager.circuit_states(),
+            }
+        }
+        if self.warm_pool is not None:
+            snapshot["warm_pool"] = await self.warm_pool.snapshot()
+        return snapshot
+
+    def counters(self) -> dict[str, int | dict[str, int]]:
+        """This replica's integration counters, for the ``counters`` part of the metrics snapshot."""
+        metrics = self.metrics
+        labelled: dict[str, int | dict[str, int]] = {
+            name: metrics.by_label(name) for name in LABELLED_COUNTERS
+        }
+        return {**labelled, **{name: metrics.value(name) for name in PLAIN_COUNTERS}}
+
+    async def close(self) -> None:
+        """Stop kicked work and close every client (the loops stop with ``Background.stop``)."""
+        if self.warm_pool is not None:
+            await self.warm_pool.close()
+        await self.outbox.close()
+        await self.manager.close_all()
+
+
+def build_integrations(
+    settings: RdpControllerSettings,
+    store: MongoStore,
+    connections: ConnectionManager,
+    background: Background,
+    mongo_ready: asyncio.Event,
+    metrics: Metrics,
+) -> Integrations:
+    """Assemble the integration layer; connects to nothing (clients are created on first use)."""
+    manager = IntegrationManager(settings)
+    # A claim outlives one call with all its retries and backoff, so a slow peer is not sent twice.
+    claim_seconds = settings.SERVICE_TIMEOUT_SECONDS * settings.SERVICE_RETRY_COUNT * 2 + 30
+    outbox = Outbox(
+        store.outbox,
+        manager,
+        metrics=metrics,
+        base_delay=settings.RDP_CONTROLLER_OUTBOX_INTERVAL,
+        claim_seconds=claim_seconds,
+    )
+    warm_pool: WarmPool | None = None
+    if manager.is_configured(SERVER_MANAGER):
+        warm_pool = WarmPool(store.database[WARM_POOL_COLLECTION], manager, connections, settings, metrics)
+        outbox.register(SERVER_MANAGER, RELEASE_DEDICATED, warm_pool.release_for_session)
+    hooks = IntegrationHooks(outbox, metrics=metrics)
+    return Integrations(settings, manager, outbox, hooks, warm_pool, background, mongo_ready, metrics)

@@ -1,0 +1,83 @@
+"""
+rdp-server-manager client: provisions, starts, stops and deletes dedicated RDP servers.
+
+Contract (as rdp-server-manager serves it):
+``POST /servers`` ``{user_id, session_id, display_config?, resource_limits?}`` ->
+``{server_id, status, port, created_at, connection_info}``; ``GET /servers/{id}``;
+``GET /servers``; ``POST /servers/{id}/start|stop|restart``; ``DELETE /servers/{id}``;
+``GET /health``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import quote
+
+from .service_base import ServiceClientBase, ServiceError
+
+logger = logging.getLogger(__name__)
+
+PEER_NAME = "rdp-server-manager"
+
+
+def _server_path(server_id: str, action: str = "") -> str:
+    return f"/servers/{quote(server_id, safe='')}" + (f"/{action}" if action else "")
+
+
+class RdpServerManagerClient(ServiceClientBase):
+    """Client for rdp-server-manager."""
+
+    async def create_server(
+        self,
+        *,
+        user_id: str,
+        session_id: str,
+        display_config: dict[str, Any] | None = None,
+        resource_limits: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Provision a server; returns ``{server_id, status, port, created_at, connection_info}``."""
+        body: dict[str, Any] = {"user_id": user_id, "session_id": session_id}
+        if display_config is not None:
+            body["display_config"] = display_config
+        if resource_limits is not None:
+            body["resource_limits"] = resource_limits
+        created = await self._make_request(
+            "POST", "/servers", json_data=body, idempotency_key=idempotency_key
+        )
+        if not isinstance(created.get("server_id"), str) or not created["server_id"]:
+            raise ServiceError(f"{self.peer_name}: POST /servers answered without a server_id")
+        return created
+
+    async def get_server(self, server_id: str) -> dict[str, Any]:
+        return await self._make_request("GET", _server_path(server_id))
+
+    async def list_servers(self) -> list[dict[str, Any]]:
+        """The servers it manages (it may answer a list or ``{"servers": [...]}``)."""
+        answer = await self._request("GET", "/servers")
+        servers = answer.get("servers") if isinstance(answer, dict) else answer
+        if not isinstance(servers, list) or not all(isinstance(item, dict) for item in servers):
+            raise ServiceError(
+                f"{self.peer_name}: GET /servers answered something that is not a list of servers"
+            )
+        return servers
+
+    async def start_server(self, server_id: str, *, idempotency_key: str | None = None) -> dict[str, Any]:
+        return await self._make_request(
+            "POST", _server_path(server_id, "start"), idempotency_key=idempotency_key
+        )
+
+    async def stop_server(self, server_id: str, *, idempotency_key: str | None = None) -> dict[str, Any]:
+        return await self._make_request(
+            "POST", _server_path(server_id, "stop"), idempotency_key=idempotency_key
+        )
+
+    async def restart_server(self, server_id: str, *, idempotency_key: str | None = None) -> dict[str, Any]:
+        return await self._make_request(
+            "POST", _server_path(server_id, "restart"), idempotency_key=idempotency_key
+        )
+
+    async def delete_server(self, server_id: str, *, idempotency_key: str | None = None) -> dict[str, Any]:
+        """Delete a server; ``ServiceNotFoundError`` when it is gone already."""
+        return await self._make_request("DELETE", _server_path(server_id), idempotency_key=idempotency_key)

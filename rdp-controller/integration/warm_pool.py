@@ -1,0 +1,512 @@
+"""
+Warm pool of dedicated RDP servers, provisioned ahead through rdp-server-manager.
+
+``WarmPool`` is the ``DedicatedServers`` of ``SessionController``: a create that asks for
+``session_config.dedicated_server: true`` gets a server of its own.
+
+* Stock: with ``RDP_CONTROLLER_WARM_POOL_SIZE`` = N > 0 the leader loop (``refill_once``) keeps N
+  servers provisioned: ``POST /servers`` on the server manager, then registered in the server
+  pool (``ConnectionManager.register``, capacity 1, labels ``dedicated=true``, ``warm_pool=true``),
+  where the health monitor probes them like any other server. Stock is counted in slots 0..N-1
+  held by a unique index, so replicas refilling at the same time never provision more than N.
+* Acquire: one ``find_one_and_update`` claims the oldest ready server (ready -> claimed), so two
+  replicas never hand out the same one; a refill is kicked at once. With no stock the server is
+  provisioned on demand, bounded by ``SERVICE_TIMEOUT_SECONDS``; when that fails the create gets
+  ``NoCapacity`` (503) saying why.
+* Release: when the session ends (outbox operation ``release_dedicated_server``), the server is
+  removed from the pool and then deleted on the server manager (404 = gone already). The refill
+  loop also releases stock left idle for ``RDP_CONTROLLER_WARM_POOL_IDLE_SECONDS`` (replaced by a
+  fresh one), claimed servers whose session never started or has ended (after a grace period),
+  and retries releases that failed.
+
+Documents (collection ``warm_pool``)::
+
+    {entry_id, state, slot?, server_id, manager_server_id, address, port, session_id, user_id,
+     on_demand, created_at, ready_at, claimed_at, released_at, release_reason, last_error, updated_at}
+
+``state``: provisioning -> ready (stock) | claimed (on demand) -> claimed -> releasing -> released;
+``failed`` when provisioning failed (kept for operators).
+
+A stock server is provisioned with ``user_id="rdp-controller"`` and ``session_id=<entry_id>``
+(the server manager's contract requires both; the real session is not known yet).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Final
+
+import httpx
+from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from common.backends import MongoDocument
+from common.errors import LucidError, NoCapacity, NotFound
+
+from ..config import RdpControllerSettings
+from ..connection_manager import ConnectionManager, ServerCreate, ServerState
+from ..metrics import Metrics
+from ..models import FINAL_STATUSES
+from ..storage.mongo import new_id, utcnow
+from .integration_manager import IntegrationManager
+from .rdp_server_manager_client import RdpServerManagerClient
+from .service_base import ServiceError, ServiceNotFoundError
+
+logger = logging.getLogger(__name__)
+
+COLLECTION: Final = "warm_pool"
+DEDICATED_LABELS: Final = {"dedicated": "true", "warm_pool": "true"}
+STOCK_USER: Final = "rdp-controller"
+RELEASE_RETRY: Final = timedelta(seconds=60)
+NO_ID: Final = {"_id": False}
+
+
+class EntryState(StrEnum):
+    PROVISIONING = "provisioning"
+    READY = "ready"
+    CLAIMED = "claimed"
+    RELEASING = "releasing"
+    RELEASED = "released"
+    FAILED = "failed"
+
+
+class WarmPool:
+    """Dedicated servers: a stock kept warm, claimed atomically, provisioned on demand when empty."""
+
+    def __init__(
+        self,
+        collection: AsyncCollection[MongoDocument],
+        manager: IntegrationManager,
+        connections: ConnectionManager,
+        settings: RdpControllerSettings,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ):
+        self.collection = collection
+        self.manager = manager
+        self.connections = connections
+        self.settings = settings
+        self.metrics = metrics
+        self.size = settings.RDP_CONTROLLER_WARM_POOL_SIZE
+        self.idle = timedelta(seconds=settings.RDP_CONTROLLER_WARM_POOL_IDLE_SECONDS)
+        # A call with every retry and backoff, plus margin: past this a provisioning is abandoned.
+        self.provision_timeout = timedelta(
+            seconds=settings.SERVICE_TIMEOUT_SECONDS * settings.SERVICE_RETRY_COUNT * 2 + 60
+        )
+        self.orphan_grace = timedelta(seconds=max(60.0, 2 * settings.SERVICE_TIMEOUT_SECONDS))
+        self._clock = clock
+        self._indexes_ready = False
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._refill_task: asyncio.Task[int] | None = None
+        self._closed = False
+
+    async def ensure_indexes(self) -> None:
+        """Create the collection's indexes; idempotent. Called before the first refill as well."""
+        await self.collection.create_indexes(
+            [
+                IndexModel([("entry_id", ASCENDING)], unique=True, name="entry_unique"),
+                # Stock slots: at most one live stock entry per slot, across replicas.
+                IndexModel(
+                    [("slot", ASCENDING)],
+                    unique=True,
+                    partialFilterExpression={"slot": {"$exists": True}},
+                    name="slot_unique",
+                ),
+                IndexModel([("state", ASCENDING), ("ready_at", ASCENDING)], name="state_ready"),
+                IndexModel([("server_id", ASCENDING)], name="server"),
+            ]
+        )
+        self._indexes_ready = True
+
+    def _client(self) -> RdpServerManagerClient:
+        client = self.manager.rdp_server_manager
+        if client is None:
+            raise NoCapacity(
+                "dedicated servers need rdp-server-manager: RDP_SERVER_MANAGER_URL is unset or invalid",
+                code="DEDICATED_UNAVAILABLE",
+            )
+        return client
+
+    # Acquire ------------------------------------------------------------------------------
+    async def acquire(self, *, session_id: str, user_id: str, session_config: dict[str, Any]) -> str:
+        """The pool ``server_id`` of a dedicated server reserved for this session."""
+        for _ in range(self.size + 1):
+            entry = await self._claim_stock(session_id, user_id)
+            if entry is None:
+                break
+            if await self._usable(entry):
+                self.metrics.inc("warm_pool_acquired", "stock")
+                self.kick_refill()
+                return str(entry["server_id"])
+            self._spawn(self.release_entry(entry, reason="unusable"))
+        self.kick_refill()
+        return await self._on_demand(session_id, user_id, session_config)
+
+    async def _claim_stock(self, session_id: str, user_id: str) -> MongoDocument | None:
+        now = self._clock()
+        return await self.collection.find_one_and_update(
+            {"state": EntryState.READY.value},
+            {
+                "$set": {
+                    "state": EntryState.CLAIMED.value,
+                    "session_id": session_id,
+                    "user_id": user_id,
+                    "claimed_at": now,
+                    "updated_at": now,
+                },
+                "$unset": {"slot": ""},
+            },
+            sort=[("ready_at", ASCENDING)],
+            projection=NO_ID,
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def _usable(self, entry: MongoDocument) -> bool:
+        try:
+            server = await self.connections.get_document(entry["server_id"])
+        except NotFound:
+            return False
+        if server["state"] != ServerState.AVAILABLE.value:
+            logger.warning("Warm server %s is %s: releasing it", entry["server_id"], server["state"])
+            return False
+        return True
+
+    async def _on_demand(self, session_id: str, user_id: str, session_config: dict[str, Any]) -> str:
+        client = self._client()
+        entry_id, now = new_id(), self._clock()
+        await self.collection.insert_one(
+            {
+                "entry_id": entry_id,
+                "state": EntryState.PROVISIONING.value,
+                "on_demand": True,
+                "session_id": session_id,
+                "user_id": user_id,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+        display = {
+            "resolution": session_config.get("display_resolution"),
+            "color_depth": session_config.get("color_depth"),
+        }
+        work = asyncio.ensure_future(
+            self._provision(client, entry_id, user_id=user_id, session_id=session_id, display_config=display)
+        )
+        limit = self.settings.SERVICE_TIMEOUT_SECONDS
+        done, _ = await asyncio.wait({work}, timeout=limit)
+        if not done:
+            # Not cancelled: when it completes, the server is claimed for a session that does not
+            # exist, and the refill loop releases it after the orphan grace period.
+            self._track(work)
+            self.metrics.inc("warm_pool_on_demand_failures")
+            raise NoCapacity(
+                f"no warm dedicated server was free and provisioning one took longer than {limit:g}s",
+                code="DEDICATED_NO_CAPACITY",
+                details={"warm_pool_size": self.size},
+            )
+        try:
+            entry = work.result()
+        except (ServiceError, LucidError, PyMongoError) as exc:
+            self.metrics.inc("warm_pool_on_demand_failures")
+            raise NoCapacity(
+                f"no warm dedicated server was free and provisioning one failed: {exc}",
+                code="DEDICATED_NO_CAPACITY",
+                details={"warm_pool_size": self.size},
+            ) from exc
+        self.metrics.inc("warm_pool_acquired", "on_demand")
+        return str(entry["server_id"])
+
+    # Provisioning -------------------------------------------------------------------------
+    async def _provision(
+        self,
+        client: RdpServerManagerClient,
+        entry_id: str,
+        *,
+        user_id: str,
+        session_id: str,
+        display_config: dict[str, Any] | None,
+    ) -> MongoDocument:
+        """Create on the server manager and register in the pool; the entry ends ready/claimed or failed."""
+        kind = "stock" if display_config is None else "on_demand"
+        try:
+            created = await client.create_server(
+                user_id=user_id,
+                session_id=session_id,
+                display_config=display_config,
+                idempotency_key=f"warm-pool:{entry_id}:provision",
+            )
+        except ServiceError as exc:
+            await self._mark_failed(entry_id, exc)
+            raise
+        manager_id = str(created["server_id"])
+        await self._update(entry_id, {"manager_server_id": manager_id})
+        try:
+            address, port = self._endpoint(client, created)
+            server = await self.connections.register(
+                ServerCreate(
+                    name=f"dedicated-{entry_id[:8]}",
+                    address=address,
+                    port=port,
+                    capacity=1,
+                    labels=dict(DEDICATED_LABELS),
+                ),
+                source="warm_pool",
+            )
+        except (ValueError, LucidError) as exc:  # pydantic's ValidationError is a ValueError
+            await self._mark_failed(entry_id, exc)
+            try:
+                await client.delete_server(manager_id, idempotency_key=f"warm-pool:{entry_id}:release")
+            except ServiceError as cleanup:
+                logger.warning(
+                    "rdp-server-manager server %s (entry %s) is left behind: %s",
+                    manager_id,
+                    entry_id,
+                    cleanup,
+                )
+            raise ServiceError(
+                f"rdp-server-manager server {manager_id} could not join the pool: {exc}"
+            ) from exc
+        now = self._clock()
+        state = EntryState.READY if kind == "stock" else EntryState.CLAIMED
+        fields: dict[str, Any] = {
+            "state": state.value,
+            "server_id": server["server_id"],
+            "address": address,
+            "port": port,
+            "ready_at": now,
+        }
+        if state is EntryState.CLAIMED:
+            fields["claimed_at"] = now
+        entry = await self._update(entry_id, fields)
+        self.metrics.inc("warm_pool_provisioned", kind)
+        logger.info("Dedicated server %s (%s:%s) provisioned (%s)", server["server_id"], address, port, kind)
+        return entry or {"entry_id": entry_id, **fields}
+
+    @staticmethod
+    def _endpoint(client: RdpServerManagerClient, created: dict[str, Any]) -> tuple[str, int]:
+        """Where clients reach the new server: ``connection_info`` host, else the manager's own host."""
+        info = created.get("connection_info")
+        info = info if isinstance(info, dict) else {}
+        host = next(
+            (info[key] for key in ("host", "address", "hostname", "ip") if isinstance(info.get(key), str)),
+            None,
+        )
+        if not host:
+            host = httpx.URL(client.base_url).host
+        port = created.get("port", info.get("port"))
+        if isinstance(port, str) and port.isdigit():
+            port = int(port)
+        if not isinstance(port, int) or isinstance(port, bool):
+            raise ValueError(f"rdp-server-manager answered no usable port: {port!r}")
+        return host, port
+
+    async def _update(self, entry_id: str, fields: dict[str, Any]) -> MongoDocument | None:
+        return await self.collection.find_one_and_update(
+            {"entry_id": entry_id},
+            {"$set": {**fields, "updated_at": self._clock()}},
+            projection=NO_ID,
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def _mark_failed(self, entry_id: str, exc: BaseException) -> None:
+        await self.collection.update_one(
+            {"entry_id": entry_id},
+            {
+                "$set": {
+                    "state": EntryState.FAILED.value,
+                    "last_error": f"{type(exc).__name__}: {exc}"[:500],
+                    "updated_at": self._clock(),
+                },
+                "$unset": {"slot": ""},
+            },
+        )
+
+    # Refill (leader loop) -----------------------------------------------------------------
+    def kick_refill(self) -> None:
+        """Refill in the background now (after a claim); concurrent refills are safe (slots)."""
+        if self._closed or self.size == 0:
+            return
+        if self._refill_task is not None and not self._refill_task.done():
+            return
+        self._refill_task = asyncio.create_task(self._kicked_refill(), name="warm-pool-refill")
+        self._track(self._refill_task)
+
+    async def _kicked_refill(self) -> int:
+        try:
+            return await self.refill_once()
+        except (PyMongoError, LucidError) as exc:
+            logger.warning("Warm pool refill after a claim failed (the loop will retry): %s", exc)
+            return 0
+
+    async def refill_once(self) -> int:
+        """Sweep (idle, orphaned, stuck entries), then provision the missing stock; returns how many."""
+        if not self._indexes_ready:
+            await self.ensure_indexes()
+        await self.sweep()
+        if self.size == 0 or self.manager.rdp_server_manager is None:
+            return 0
+        client = self._client()
+        now = self._clock()
+        reserved: list[str] = []
+        for slot in range(self.size):
+            entry_id = new_id()
+            try:
+                await self.collection.insert_one(
+                    {
+                        "entry_id": entry_id,
+                        "slot": slot,
+                        "state": EntryState.PROVISIONING.value,
+                        "on_demand": False,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                )
+            except DuplicateKeyError:
+                continue  # the slot holds stock (ready or being provisioned)
+            reserved.append(entry_id)
+        if not reserved:
+            return 0
+        results = await asyncio.gather(
+            *(
+                self._provision(
+                    client, entry_id, user_id=STOCK_USER, session_id=entry_id, display_config=None
+                )
+                for entry_id in reserved
+            ),
+            return_exceptions=True,
+        )
+        provisioned = 0
+        for entry_id, result in zip(reserved, results, strict=True):
+            if isinstance(result, ServiceError | LucidError | PyMongoError):
+                self.metrics.inc("warm_pool_refill_failures")
+                logger.warning("Warm pool: provisioning %s failed: %s", entry_id, result)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                provisioned += 1
+        return provisioned
+
+    async def sweep(self) -> None:
+        now = self._clock()
+        stale: list[tuple[MongoDocument, str]] = []
+        idle_stock = self.collection.find(
+            {
+                "state": EntryState.READY.value,
+                "$or": [{"ready_at": {"$lte": now - self.idle}}, {"slot": {"$gte": self.size}}],
+            },
+            NO_ID,
+        )
+        stale += [(entry, "idle") async for entry in idle_stock]
+        claimed = self.collection.find(
+            {"state": EntryState.CLAIMED.value, "claimed_at": {"$lte": now - self.orphan_grace}}, NO_ID
+        )
+        async for entry in claimed:
+            session = await self.connections.store.sessions.get(entry.get("session_id") or "")
+            if session is None or session["status"] in {s.value for s in FINAL_STATUSES}:
+                stale.append((entry, "orphaned"))
+        releasing = self.collection.find(
+            {"state": EntryState.RELEASING.value, "updated_at": {"$lte": now - RELEASE_RETRY}}, NO_ID
+        )
+        stale += [(entry, entry.get("release_reason") or "retry") async for entry in releasing]
+        await self.collection.update_many(
+            {"state": EntryState.PROVISIONING.value, "created_at": {"$lte": now - self.provision_timeout}},
+            {
+                "$set": {
+                    "state": EntryState.FAILED.value,
+                    "last_error": "abandoned: provisioning never finished",
+                },
+                "$unset": {"slot": ""},
+            },
+        )
+        for entry, reason in stale:
+            try:
+                await self.release_entry(entry, reason=reason)
+            except ServiceError as exc:
+                logger.warning("Warm pool: releasing %s failed (retried later): %s", entry["entry_id"], exc)
+
+    # Release ------------------------------------------------------------------------------
+    async def release_entry(self, entry: MongoDocument, *, reason: str) -> None:
+        """Remove the server from the pool, then delete it on the server manager; idempotent."""
+        entry_id = entry["entry_id"]
+        await self.collection.update_one(
+            {"entry_id": entry_id, "state": {"$ne": EntryState.RELEASED.value}},
+            {
+                "$set": {
+                    "state": EntryState.RELEASING.value,
+                    "release_reason": reason,
+                    "updated_at": self._clock(),
+                },
+                "$unset": {"slot": ""},
+            },
+        )
+        if entry.get("server_id"):
+            with contextlib.suppress(NotFound):  # removed already
+                await self.connections.remove(entry["server_id"], force=True)
+        if entry.get("manager_server_id"):
+            with contextlib.suppress(ServiceNotFoundError):  # deleted already
+                await self._client().delete_server(
+                    entry["manager_server_id"], idempotency_key=f"warm-pool:{entry_id}:release"
+                )
+        await self._update(entry_id, {"state": EntryState.RELEASED.value, "released_at": self._clock()})
+        self.metrics.inc("warm_pool_released", reason)
+        logger.info("Dedicated server %s released (%s)", entry.get("server_id"), reason)
+
+    async def release_for_session(self, payload: dict[str, Any], delivery_id: str) -> str | None:
+        """Outbox handler of ``release_dedicated_server``: the session on this server has ended."""
+        entry = await self.collection.find_one(
+            {"server_id": payload["server_id"], "state": {"$ne": EntryState.RELEASED.value}}, NO_ID
+        )
+        if entry is None:
+            return "not a warm-pool server, or released already"
+        await self.release_entry(entry, reason="session_ended")
+        return None
+
+    # Observability and shutdown -----------------------------------------------------------
+    async def snapshot(self) -> dict[str, int]:
+        """Target size and entries by state (``stock`` = ready servers)."""
+        counts = {state.value: 0 for state in EntryState}
+        pipeline: list[dict[str, Any]] = [{"$group": {"_id": "$state", "count": {"$sum": 1}}}]
+        async for row in await self.collection.aggregate(pipeline):
+            counts[str(row["_id"])] = int(row["count"])
+        return {
+            "size": self.size,
+            "stock": counts[EntryState.READY.value],
+            "provisioning": counts[EntryState.PROVISIONING.value],
+            "claimed": counts[EntryState.CLAIMED.value],
+            "releasing": counts[EntryState.RELEASING.value],
+            "failed": counts[EntryState.FAILED.value],
+        }
+
+    def _spawn(self, work: Any) -> None:
+        self._track(asyncio.ensure_future(work))
+
+    def _track(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if isinstance(exc, ServiceError | LucidError | PyMongoError):
+            logger.warning("Warm pool background work failed: %s", exc)
+        elif exc is not None:
+            logger.error(
+                "Warm pool background work failed unexpectedly", exc_info=(type(exc), exc, exc.__traceback__)
+            )
+
+    async def close(self) -> None:
+        self._closed = True
+        pending = [task for task in (*self._tasks, self._refill_task) if task is not None and not task.done()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        self._tasks.clear()
