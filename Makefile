@@ -5,26 +5,44 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv run test test-unit test-integration test-e2e lint bench clean
+.PHONY: help venv run token test test-unit test-integration test-e2e lint bench clean
 
 help:
 	@echo "make run               - the service on :8092 with the embedded MongoDB-compatible server and Redis"
+	@echo "make token             - a development token (operator + service) for the API at /docs"
 	@echo "make test              - lint, then the whole test suite (unit, integration, e2e)"
 	@echo "make lint              - ruff and mypy"
 	@echo "make test-unit | test-integration | test-e2e - one tier"
 	@echo "make bench             - benchmark scripts (print figures)"
+	@echo "make image | up | down | logs | host-dirs - container image and compose deployment (needs Docker)"
+	@echo "make test-containers   - the integration tier against MongoDB and Redis containers (needs Docker)"
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -n "$(PYTHON)" || { echo "make: Python 3.11 not found (python3.11 or python3 on PATH)"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+		echo "make: cannot create $(VENV): on Debian install the venv module: apt-get install python3-venv"; exit 1; }
+	@echo "make: installing the project and its dev dependencies into $(VENV) (first run: a minute or two)"
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-run: $(STAMP)
-	$(BIN)/python -m common.devstack --service-port 8092 -- \
+DEV_SECRET := .devstack/jwt-secret
+
+$(DEV_SECRET):
+	@mkdir -p .devstack
+	@$(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(48))' > $@
+	@chmod 600 $@
+
+run: $(STAMP) $(DEV_SECRET)
+	@echo "make: development JWT secret in $(DEV_SECRET); 'make token' mints an operator+service token"
+	JWT_SECRET_KEY=$${JWT_SECRET_KEY:-$$(cat $(DEV_SECRET))} $(BIN)/python -m common.devstack --service-port 8092 -- \
 		$(BIN)/python -m uvicorn rdp_controller.main:create_app --factory --host 127.0.0.1 --port 8092
+
+token: $(STAMP) $(DEV_SECRET)
+	@JWT_SECRET_KEY=$${JWT_SECRET_KEY:-$$(cat $(DEV_SECRET))} $(BIN)/python -m security.tokens mint \
+		--sub dev-operator --roles operator --roles service --ttl 86400
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

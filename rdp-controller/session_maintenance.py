@@ -16,7 +16,8 @@ from datetime import datetime
 from common.errors import Conflict, NotFound
 
 from .models import LIVE_STATUSES, SessionStatus, TerminationReason
-from .session_controller import Decision, Document, SessionController
+from .session_controller import SessionController
+from .session_states import Decision, Document
 from .storage.mongo import utcnow
 from .storage.redis import Lease
 

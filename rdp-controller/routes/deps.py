@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import Depends, Request
 
-from common.errors import Forbidden
+from common.errors import Forbidden, Unauthorized
 from security.jwt_auth import parse_bearer, verify_token
 from security.principals import ANONYMOUS_DEV, Principal
 
@@ -22,6 +22,12 @@ async def get_principal(request: Request, runtime: Runtime = Depends(get_runtime
     if not settings.RDP_CONTROLLER_AUTH_ENABLED:
         principal = ANONYMOUS_DEV
     else:
+        if not settings.JWT_SECRET_KEY:
+            raise Unauthorized(
+                "authentication is on but the service has no JWT_SECRET_KEY: set it "
+                "(or RDP_CONTROLLER_AUTH_ENABLED=false, development only)",
+                code="AUTH_NOT_CONFIGURED",
+            )
         token = parse_bearer(request.headers.get("authorization"))
         principal = verify_token(
             token,

@@ -38,8 +38,8 @@ async def health(client: httpx.AsyncClient) -> tuple[int, dict[str, Any]]:
     return response.status_code, body
 
 
-async def wait_for_status(client: httpx.AsyncClient, wanted: str, timeout: float = 30) -> dict[str, Any]:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def wait_for_status(client: httpx.AsyncClient, wanted: str, within: float = 30) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + within
     while True:
         _code, body = await health(client)
         if body["status"] == wanted or asyncio.get_running_loop().time() > deadline:
@@ -52,7 +52,11 @@ async def test_healthy_with_both_backends(mongo_url: str, redis_url: str) -> Non
         code, body = await health(client)
     assert code == 200 and body["status"] == "healthy"
     assert body["service"] == "rdp-controller" and body["version"] == "1.0.0"
-    assert body["components"]["mongodb"] == {**body["components"]["mongodb"], "status": "up", "indexes": "ready"}
+    assert body["components"]["mongodb"] == {
+        **body["components"]["mongodb"],
+        "status": "up",
+        "indexes": "ready",
+    }
     assert body["components"]["redis"]["status"] == "up"
     assert body["integrations"]["session_recorder"] == {"status": "not_configured"}
 

@@ -157,3 +157,9 @@ def test_shipped_config_yaml_is_valid() -> None:
 
     data = read_config_file(DEFAULT_CONFIG_FILE)
     RdpControllerSettings.model_validate(data)
+
+
+def test_lease_ttl_must_outlast_a_crashed_reconciler(tmp_path: Path) -> None:
+    path = dev_file(tmp_path, "RDP_CONTROLLER_RECONCILE_INTERVAL: 60\nRDP_CONTROLLER_LEASE_TTL: 200\n")
+    with pytest.raises(ConfigError, match="RDP_CONTROLLER_LEASE_TTL"):
+        load_config(path)
