@@ -6,10 +6,12 @@ import logging
 import sys
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Loggers that keep handlers of their own (uvicorn's, when its CLI configured logging).
+OWN_HANDLER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 
 
 def setup_logging(level: str, *, secret: str | None = None) -> None:
-    """Configure the root logger once (idempotent) and attach the redaction filter to its handlers."""
+    """Configure the root logger once (idempotent) and put the redaction filter on every handler."""
     from security.redaction import install_redaction
 
     root = logging.getLogger()
@@ -20,3 +22,5 @@ def setup_logging(level: str, *, secret: str | None = None) -> None:
         root.addHandler(handler)
     root.setLevel(level)
     install_redaction(secret)
+    for name in OWN_HANDLER_LOGGERS:
+        install_redaction(secret, logger=logging.getLogger(name))

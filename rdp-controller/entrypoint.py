@@ -53,8 +53,9 @@ def main() -> int:
         return 1
 
     # Always bind to all interfaces inside the container (template rule); RDP_CONTROLLER_HOST is
-    # the name other services use to reach this one.
-    uvicorn.run(create_app(config.settings), host="0.0.0.0", port=port, log_level="info")
+    # the name other services use to reach this one. log_config=None: uvicorn's records go through
+    # the service's own handler, which redacts secrets and tokens.
+    uvicorn.run(create_app(config.settings), host="0.0.0.0", port=port, log_config=None)
     return 0
 
 

@@ -122,6 +122,8 @@ class Insights:
             "reaper_actions": {r.value: reaped.get(r.value, 0) for r in TerminationReason},
             "reconciler_runs": self.metrics.value("reconciler_runs"),
             "schema_validation_failures": self.schemas.failures,
+            "server_probes": self.metrics.by_label("server_probes"),
+            "server_state_changes": self.metrics.by_label("server_state_changes"),
         }
         body: Document = {
             "service": "rdp-controller",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from pymongo import AsyncMongoClient
@@ -102,34 +103,15 @@ class Runtime:
     async def start(self) -> None:
         settings = self.settings
         self.background.spawn("bootstrap", self._bootstrap, interval=BOOTSTRAP_RETRY_SECONDS, leader=False)
-        self.background.spawn(
-            "reaper",
-            self.maintenance.reap_once,
-            interval=settings.RDP_CONTROLLER_REAPER_INTERVAL,
-            leader=True,
-            wait_for=self.mongo_ready,
-        )
-        self.background.spawn(
-            "reconciler",
-            self.maintenance.reconcile_once,
-            interval=settings.RDP_CONTROLLER_RECONCILE_INTERVAL,
-            leader=True,
-            wait_for=self.mongo_ready,
-        )
-        self.background.spawn(
-            "drain",
-            self.pool.enforce_drain_deadlines,
-            interval=settings.RDP_CONTROLLER_REAPER_INTERVAL,
-            leader=True,
-            wait_for=self.mongo_ready,
-        )
-        self.background.spawn(
-            "health_monitor",
-            self.health_monitor.run_once,
-            interval=settings.RDP_CONTROLLER_PROBE_INTERVAL,
-            leader=True,
-            wait_for=self.mongo_ready,
-        )
+        # Leader loops: one replica at a time runs each, once MongoDB is set up.
+        leader_loops: list[tuple[str, Callable[[], Awaitable[object]], float]] = [
+            ("reaper", self.maintenance.reap_once, settings.RDP_CONTROLLER_REAPER_INTERVAL),
+            ("reconciler", self.maintenance.reconcile_once, settings.RDP_CONTROLLER_RECONCILE_INTERVAL),
+            ("drain", self.pool.enforce_drain_deadlines, settings.RDP_CONTROLLER_REAPER_INTERVAL),
+            ("health_monitor", self.health_monitor.run_once, settings.RDP_CONTROLLER_PROBE_INTERVAL),
+        ]
+        for name, body, interval in leader_loops:
+            self.background.spawn(name, body, interval=interval, leader=True, wait_for=self.mongo_ready)
         await self.integration.start()
 
     async def _bootstrap(self) -> None:

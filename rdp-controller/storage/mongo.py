@@ -28,6 +28,7 @@ SESSIONS = "rdp_sessions"
 SERVERS = "rdp_servers"
 CONNECTIONS = "rdp_connections"
 EVENTS = "rdp_session_events"
+SERVER_EVENTS = "rdp_server_events"
 OUTBOX = "integration_outbox"
 
 NO_ID = {"_id": False}
@@ -255,6 +256,16 @@ class MongoStore:
         await self.database[EVENTS].create_indexes(
             [
                 IndexModel([("session_id", ASCENDING), ("at", ASCENDING)], name="session_at"),
+                IndexModel(
+                    [("at", ASCENDING)],
+                    expireAfterSeconds=int(self.event_retention.total_seconds()),
+                    name="retention_ttl",
+                ),
+            ]
+        )
+        await self.database[SERVER_EVENTS].create_indexes(
+            [
+                IndexModel([("server_id", ASCENDING), ("at", ASCENDING)], name="server_at"),
                 IndexModel(
                     [("at", ASCENDING)],
                     expireAfterSeconds=int(self.event_retention.total_seconds()),

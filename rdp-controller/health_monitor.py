@@ -1,0 +1,464 @@
+"""
+HealthMonitor: probes the RDP hosts of the pool with the RDP protocol and moves their state.
+
+Each round (a leader loop, so one replica probes at a time) probes every server that is not
+``disabled`` with at most ``RDP_CONTROLLER_PROBE_CONCURRENCY`` probes in flight, each bounded
+by ``RDP_CONTROLLER_PROBE_TIMEOUT``. ``POST /api/v1/servers/{id}/probe`` probes one server now.
+
+A probe *passes* when the host answered the X.224 negotiation by selecting a protocol and the
+TLS handshake (when the protocol needs one) worked: ``ProbeResult.ok``. An ``RDP_NEG_FAILURE``
+answer (``HYBRID_REQUIRED_BY_SERVER``, ``SSL_CERT_NOT_ON_SERVER`` ...) is reachable but refusing:
+clients that ask what the probe asks (SSL|HYBRID) would be refused too, so it counts as a
+failed probe, like a timeout or a refused connection.
+
+States (the health part; ``draining`` and ``disabled`` are the operator's and are never
+overridden, but a draining server is still probed and its probe, counters and ``health_state``
+recorded, so it comes back with its real health when the drain is lifted):
+
+- ``available`` -> ``unhealthy`` after ``RDP_CONTROLLER_UNHEALTHY_THRESHOLD`` consecutive failed
+  probes (one lost probe does not flap a host);
+- ``unhealthy``/``degraded`` -> ``available`` after ``RDP_CONTROLLER_HEALTHY_THRESHOLD``
+  consecutive passing probes;
+- a certificate fingerprint different from the last one seen (no pin set) -> ``degraded`` and a
+  ``certificate_changed`` event in ``rdp_server_events``. The changing probe starts a new streak
+  of successes (``consecutive_successes`` = 1), so the server is ``available`` again once the new
+  certificate has been served for the healthy threshold (at least one more probe), or at the
+  next probe after an operator pins the new fingerprint;
+- a pinned fingerprint (``pinned_cert_sha256``) that the host does not serve -> ``unhealthy`` at
+  once (refused, no threshold: it is not a flap), reason ``certificate_mismatch``. It recovers at
+  the first passing probe that serves the pinned certificate again (re-pin, or the host fixed),
+  since the counters measure reachability, which held all along.
+
+``state_reason`` (``probe_failed`` | ``certificate_mismatch`` | ``certificate_changed`` | null)
+and ``state_detail`` (a sentence) say why a server is not available. Every write is a
+compare-and-set on the state, the pin and ``health_version``, so an operator's drain or a
+concurrent probe is never overwritten; the loser re-reads and decides again.
+
+Sessions on an unhealthy server are not terminated: the session keeps running if the host comes
+back, and placement only uses ``available`` servers. With ``unhealthy_grace_seconds`` set, the
+live sessions of a server unhealthy for longer than that are terminated with reason
+``server_unhealthy`` (off by default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Final
+
+from pymongo import ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import PyMongoError
+from redis.exceptions import RedisError
+
+from common.backends import MongoDocument
+from common.errors import LucidError
+from protocol.probe import ProbeResult, probe
+
+from .config import RdpControllerSettings
+from .connection_manager import ConnectionManager, ServerState, health_state_of
+from .metrics import Metrics
+from .models import TerminationReason
+from .server_pool import ServerPool
+from .storage.mongo import NO_ID, SERVER_EVENTS, new_id, utcnow
+
+logger = logging.getLogger(__name__)
+
+CAS_ATTEMPTS: Final = 6
+ADMIN_STATES: Final = frozenset({ServerState.DRAINING, ServerState.DISABLED})
+
+Prober = Callable[..., Awaitable[ProbeResult]]
+
+
+class Reason(StrEnum):
+    """Why a server is not ``available`` (``state_reason``)."""
+
+    PROBE_FAILED = "probe_failed"
+    CERTIFICATE_MISMATCH = "certificate_mismatch"
+    CERTIFICATE_CHANGED = "certificate_changed"
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    unhealthy: int
+    healthy: int
+
+    @classmethod
+    def from_settings(cls, settings: RdpControllerSettings) -> Thresholds:
+        return cls(settings.RDP_CONTROLLER_UNHEALTHY_THRESHOLD, settings.RDP_CONTROLLER_HEALTHY_THRESHOLD)
+
+
+def next_state(
+    current: ServerState,
+    successes: int,
+    failures: int,
+    *,
+    probe_ok: bool,
+    cert_changed: bool,
+    pinned_mismatch: bool,
+    thresholds: Thresholds,
+    pinned_match: bool = False,
+    current_reason: Reason | None = None,
+) -> tuple[ServerState, Reason | None]:
+    """The state after one probe (pure). ``successes``/``failures`` already count this probe.
+
+    ``draining``/``disabled`` are returned unchanged: the monitor never overrides them (it calls
+    this with the server's ``health_state`` to keep that up to date). ``pinned_match`` means a
+    pin is set and the probe served exactly it: the operator vouched for that certificate.
+    """
+    if current in ADMIN_STATES:
+        return current, current_reason
+    if pinned_mismatch:
+        return ServerState.UNHEALTHY, Reason.CERTIFICATE_MISMATCH
+    if not probe_ok:
+        if failures >= thresholds.unhealthy:
+            return ServerState.UNHEALTHY, Reason.PROBE_FAILED
+        return current, current_reason
+    if cert_changed and not pinned_match:
+        return ServerState.DEGRADED, Reason.CERTIFICATE_CHANGED
+    if current is ServerState.AVAILABLE:
+        return ServerState.AVAILABLE, None
+    if current is ServerState.DEGRADED and pinned_match:
+        return ServerState.AVAILABLE, None
+    if current_reason is Reason.CERTIFICATE_MISMATCH:
+        # Re-pinned, unpinned or the host fixed: the mismatch is resolved, what remains is reachability.
+        current_reason = Reason.PROBE_FAILED
+    if successes >= thresholds.healthy:
+        return ServerState.AVAILABLE, None
+    return current, current_reason
+
+
+def count(successes: int, failures: int, *, probe_ok: bool, cert_changed: bool) -> tuple[int, int]:
+    """The consecutive counters after one probe; a certificate change starts a new success streak."""
+    if probe_ok:
+        return (1 if cert_changed else successes + 1), 0
+    return 0, failures + 1
+
+
+def failure_text(result: ProbeResult) -> str:
+    if result.failure_code is not None:
+        return f"negotiation refused: {result.failure_name or result.failure_code}"
+    return result.error or "unreachable"
+
+
+def known_certificate(server: Mapping[str, Any]) -> str | None:
+    """The last fingerprint this server served (kept across failed probes)."""
+    known = server.get("last_cert_sha256")
+    if known is None:
+        known = (server.get("last_probe") or {}).get("cert_sha256")
+    return str(known) if known is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """What one probe does to one server: the fields to set, and what to report."""
+
+    changes: dict[str, Any]
+    state: ServerState
+    previous_state: ServerState
+    certificate_change: tuple[str, str] | None
+
+
+def assess(
+    server: Mapping[str, Any], result: ProbeResult, thresholds: Thresholds, now: datetime
+) -> Assessment:
+    """The changes one probe result makes to a server document (pure)."""
+    pinned = server.get("pinned_cert_sha256") or None
+    previous_cert = known_certificate(server)
+    cert = result.cert_sha256
+    cert_changed = result.ok and cert is not None and previous_cert is not None and cert != previous_cert
+    pinned_mismatch = pinned is not None and result.ok and cert != pinned
+    pinned_match = pinned is not None and result.ok and cert == pinned
+    successes, failures = count(
+        int(server.get("consecutive_successes") or 0),
+        int(server.get("consecutive_failures") or 0),
+        probe_ok=result.ok,
+        cert_changed=cert_changed,
+    )
+    reason_value = server.get("state_reason")
+    current_reason = Reason(reason_value) if reason_value in {r.value for r in Reason} else None
+    health_before = health_state_of(server)
+    health, reason = next_state(
+        health_before,
+        successes,
+        failures,
+        probe_ok=result.ok,
+        cert_changed=cert_changed,
+        pinned_mismatch=pinned_mismatch,
+        thresholds=thresholds,
+        pinned_match=pinned_match,
+        current_reason=current_reason,
+    )
+    current = ServerState(server["state"])
+    state = current if current in ADMIN_STATES else health
+    changes: dict[str, Any] = {
+        "last_probe": result.to_document(),
+        "consecutive_successes": successes,
+        "consecutive_failures": failures,
+        "health_state": health.value,
+        "state": state.value,
+        "state_reason": reason.value if reason is not None else None,
+        "state_detail": _detail(reason, result, successes, failures, thresholds, previous_cert, pinned),
+        "health_version": int(server.get("health_version") or 0) + 1,
+    }
+    if cert is not None:
+        changes["last_cert_sha256"] = cert
+    if health is ServerState.UNHEALTHY:
+        changes["unhealthy_since"] = server.get("unhealthy_since") or now
+    else:
+        changes["unhealthy_since"] = None
+    change = (
+        (previous_cert, cert) if cert_changed and previous_cert is not None and cert is not None else None
+    )
+    return Assessment(changes, state, current, change)
+
+
+def _detail(
+    reason: Reason | None,
+    result: ProbeResult,
+    successes: int,
+    failures: int,
+    thresholds: Thresholds,
+    previous_cert: str | None,
+    pinned: str | None,
+) -> str | None:
+    if reason is None:
+        return None if result.ok else f"{failures} consecutive failed probe(s); last: {failure_text(result)}"
+    if reason is Reason.CERTIFICATE_MISMATCH:
+        if not result.ok:
+            return f"pinned certificate not verified; last probe failed: {failure_text(result)}"
+        return f"the host serves certificate {result.cert_sha256}, the pin is {pinned}"
+    if reason is Reason.CERTIFICATE_CHANGED:
+        text = (
+            f"certificate changed from {previous_cert} to {result.cert_sha256}"
+            if result.cert_sha256 != previous_cert
+            else f"certificate changed to {result.cert_sha256}"
+        )
+        if not result.ok:
+            return f"{text}; last probe failed: {failure_text(result)}"
+        return f"{text}; {successes}/{thresholds.healthy} probes with it, or pin it to accept it now"
+    if not result.ok:
+        return f"{failures} consecutive failed probe(s); last: {failure_text(result)}"
+    return f"recovering: {successes}/{thresholds.healthy} consecutive passing probes"
+
+
+class ServerHealthRepository:
+    """Conditional writes of probe outcomes, and the server event log."""
+
+    def __init__(self, servers: AsyncCollection[MongoDocument], events: AsyncCollection[MongoDocument]):
+        self.servers = servers
+        self.events = events
+
+    async def get(self, server_id: str) -> MongoDocument | None:
+        return await self.servers.find_one({"server_id": server_id}, NO_ID)
+
+    async def probe_targets(self) -> list[MongoDocument]:
+        query = {"state": {"$ne": ServerState.DISABLED.value}}
+        projection = {"_id": False, "server_id": True, "address": True, "port": True}
+        return await self.servers.find(query, projection).to_list(length=None)
+
+    async def apply(self, seen: Mapping[str, Any], changes: dict[str, Any]) -> MongoDocument | None:
+        """Set ``changes`` only if state, pin and health version are still what ``seen`` holds."""
+        version = seen.get("health_version")
+        query: dict[str, Any] = {
+            "server_id": seen["server_id"],
+            "state": seen["state"],
+            "pinned_cert_sha256": seen.get("pinned_cert_sha256"),
+            "health_version": version if version is not None else {"$exists": False},
+        }
+        return await self.servers.find_one_and_update(
+            query,
+            {"$set": {**changes, "updated_at": utcnow()}},
+            projection=NO_ID,
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def record(self, server_id: str, kind: str, old: Any, new: Any, **extra: Any) -> None:
+        event = {
+            "event_id": new_id(),
+            "server_id": server_id,
+            "kind": kind,
+            "old": old,
+            "new": new,
+            "at": utcnow(),
+        }
+        await self.events.insert_one({**event, **extra})
+
+    async def unhealthy_before(self, cutoff: datetime) -> list[str]:
+        query = {"health_state": ServerState.UNHEALTHY.value, "unhealthy_since": {"$lte": cutoff}}
+        found = await self.servers.find(query, {"_id": False, "server_id": True}).to_list(length=None)
+        return [str(document["server_id"]) for document in found]
+
+
+class HealthMonitor:
+    """Probe the pool, keep each server's state, and report on the pool."""
+
+    def __init__(
+        self,
+        connections: ConnectionManager,
+        sessions_pool: ServerPool,
+        settings: RdpControllerSettings,
+        metrics: Metrics,
+        *,
+        prober: Prober = probe,
+        unhealthy_grace_seconds: float | None = None,
+    ):
+        self.connections = connections
+        self.pool = sessions_pool
+        self.settings = settings
+        self.metrics = metrics
+        self.thresholds = Thresholds.from_settings(settings)
+        self.prober = prober
+        self.unhealthy_grace_seconds = unhealthy_grace_seconds
+        store = connections.store
+        self.repository = ServerHealthRepository(store.servers.collection, store.database[SERVER_EVENTS])
+
+    # Probing ------------------------------------------------------------------------------
+    async def _probe(self, address: str, port: int) -> ProbeResult:
+        return await self.prober(address, port, timeout=self.settings.RDP_CONTROLLER_PROBE_TIMEOUT)
+
+    async def probe_server(self, server_id: str) -> dict[str, Any]:
+        """Probe one server now (any state, disabled included), record it, return the ProbeResult."""
+        server = await self.connections.get_document(server_id)
+        result = await self._probe(server["address"], int(server["port"]))
+        await self.record(server_id, result)
+        return result.to_document()
+
+    async def run_once(self) -> int:
+        """Probe every server that is not disabled; returns how many probes were recorded."""
+        targets = await self.repository.probe_targets()
+        semaphore = asyncio.Semaphore(self.settings.RDP_CONTROLLER_PROBE_CONCURRENCY)
+
+        errors: list[PyMongoError] = []
+
+        async def one(server: MongoDocument) -> bool:
+            async with semaphore:
+                result = await self._probe(server["address"], int(server["port"]))
+            try:
+                return await self.record(server["server_id"], result)
+            except PyMongoError as exc:  # the other servers are still recorded; the round reports it
+                logger.warning("Probe of server %s not recorded: %s", server["server_id"], exc)
+                errors.append(exc)
+                return False
+
+        outcomes = await asyncio.gather(*(one(server) for server in targets))
+        if errors:
+            raise errors[0]
+        if self.unhealthy_grace_seconds is not None:
+            await self.terminate_overdue(self.unhealthy_grace_seconds)
+        return sum(outcomes)
+
+    async def record(self, server_id: str, result: ProbeResult) -> bool:
+        """Apply one probe result to the server (compare-and-set, retried); False if it is gone or stale."""
+        self.metrics.inc("server_probes", _outcome(result))
+        for _attempt in range(CAS_ATTEMPTS):
+            server = await self.repository.get(server_id)
+            if server is None:
+                return False  # removed meanwhile
+            checked = (server.get("last_probe") or {}).get("checked_at")
+            if isinstance(checked, datetime) and checked > result.checked_at:
+                return False  # a newer probe is recorded already: do not go back in time
+            assessment = assess(server, result, self.thresholds, utcnow())
+            updated = await self.repository.apply(server, assessment.changes)
+            if updated is None:
+                continue
+            await self._report(server, assessment)
+            return True
+        logger.warning("Server %s changed too fast to record its probe", server_id)
+        return False
+
+    async def _report(self, server: Mapping[str, Any], assessment: Assessment) -> None:
+        server_id = str(server["server_id"])
+        if assessment.certificate_change is not None:
+            old, new = assessment.certificate_change
+            logger.warning(
+                "Server %s (%s) changed its certificate: %s -> %s", server_id, server.get("name"), old, new
+            )
+            await self.repository.record(server_id, "certificate_changed", old, new)
+        if assessment.state is not assessment.previous_state:
+            changes = assessment.changes
+            logger.warning(
+                "Server %s (%s) is now %s (was %s): %s",
+                server_id,
+                server.get("name"),
+                assessment.state.value,
+                assessment.previous_state.value,
+                changes["state_detail"] or "probe passed",
+            )
+            self.metrics.inc("server_state_changes", assessment.state.value)
+            await self.repository.record(
+                server_id,
+                "state_changed",
+                assessment.previous_state.value,
+                assessment.state.value,
+                reason=changes["state_reason"],
+            )
+
+    async def terminate_overdue(self, grace_seconds: float) -> int:
+        """Terminate (``server_unhealthy``) the live sessions of servers unhealthy for longer than that."""
+        terminated = 0
+        for server_id in await self.repository.unhealthy_before(utcnow() - timedelta(seconds=grace_seconds)):
+            try:
+                done = await self.pool.terminate_sessions(
+                    server_id, TerminationReason.SERVER_UNHEALTHY, actor="health_monitor"
+                )
+            except (PyMongoError, RedisError, LucidError) as exc:
+                logger.warning("Sessions of unhealthy server %s not terminated now: %s", server_id, exc)
+                continue
+            terminated += len(done)
+        return terminated
+
+    # Reports ------------------------------------------------------------------------------
+    async def pool_health(self, monitor_status: str | None) -> dict[str, Any]:
+        """The PoolHealth view: servers by state and the reachability of their last probes."""
+        servers = await self.connections.store.servers.all()
+        by_state = {state.value: 0 for state in ServerState}
+        reachable = unreachable = 0
+        for server in servers:
+            by_state[server["state"]] = by_state.get(server["state"], 0) + 1
+            last = server.get("last_probe")
+            if last is not None:
+                if last.get("reachable"):
+                    reachable += 1
+                else:
+                    unreachable += 1
+        if by_state[ServerState.AVAILABLE.value] == 0:
+            status = "unhealthy"  # nothing can be placed
+        elif by_state[ServerState.UNHEALTHY.value] or by_state[ServerState.DEGRADED.value]:
+            status = "degraded"
+        else:
+            status = "healthy"
+        return {
+            "status": status,
+            "servers": len(servers),
+            "by_state": by_state,
+            "reachable": reachable,
+            "unreachable": unreachable,
+            "monitor": monitor_status or "not_running",
+        }
+
+    async def connection_metrics(self) -> dict[str, Any]:
+        """The ConnectionMetrics view: open connections, capacity, leases, last probe latency per server."""
+        servers = await self.connections.list()
+        capacity = sum(int(server["capacity"]) for server in servers)
+        leases = sum(int(server["live_sessions"]) for server in servers)
+        return {
+            "open_connections": await self.connections.store.connections.count_open(),
+            "servers": len(servers),
+            "capacity": capacity,
+            "leases": leases,
+            "utilisation": round(leases / capacity, 4) if capacity else 0.0,
+            "probe_latency_ms": {
+                server["server_id"]: (server.get("last_probe") or {}).get("latency_ms") for server in servers
+            },
+        }
+
+
+def _outcome(result: ProbeResult) -> str:
+    if result.ok:
+        return "ok"
+    return "refused" if result.failure_code is not None else "failed"
