@@ -23,4 +23,9 @@ def setup_logging(level: str, *, secret: str | None = None) -> None:
     root.setLevel(level)
     install_redaction(secret)
     for name in OWN_HANDLER_LOGGERS:
-        install_redaction(secret, logger=logging.getLogger(name))
+        # The redaction filter formats each record and empties its args; uvicorn's own formatters
+        # read the args again, so these handlers get the plain format first.
+        own = logging.getLogger(name)
+        for handler in own.handlers:
+            handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        install_redaction(secret, logger=own)

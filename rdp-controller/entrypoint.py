@@ -10,6 +10,7 @@ with a message that names the setting.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 SITE_PACKAGES = "/usr/local/lib/python3.11/site-packages"
@@ -55,7 +56,11 @@ def main() -> int:
     # Always bind to all interfaces inside the container (template rule); RDP_CONTROLLER_HOST is
     # the name other services use to reach this one. log_config=None: uvicorn's records go through
     # the service's own handler, which redacts secrets and tokens.
-    uvicorn.run(create_app(config.settings), host="0.0.0.0", port=port, log_config=None)
+    app = create_app(config.settings)
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the handler it
+    # found at start: a no-op here, so `docker stop` ends with exit code 0 rather than 143.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
+    uvicorn.run(app, host="0.0.0.0", port=port, log_config=None)
     return 0
 
 

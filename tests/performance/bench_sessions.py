@@ -1,0 +1,662 @@
+"""Benchmark: session create+terminate pairs through the running service, against the storage floor.
+
+    .venv/bin/python tests/performance/bench_sessions.py [--pairs 1000] [--concurrency 50] [--quick]
+
+1. Service: starts the embedded stack (SecantusDB + Redis; unless ``MONGODB_URL`` and ``REDIS_URL``
+   are both set), then the service as a real process (``rdp-controller/entrypoint.py``, the container's
+   CMD; rate limit off), registers one server with a huge capacity, and runs pairs of
+   ``POST /api/v1/sessions`` + ``DELETE /api/v1/sessions/{id}`` from asyncio clients sharing one
+   ``httpx.AsyncClient``.
+2. Floor: the same pairs against the same MongoDB and Redis servers, but only the storage operations
+   a create+terminate performs (``FLOOR_OPERATIONS``, printed), done directly with
+   ``pymongo.AsyncMongoClient`` and ``redis.asyncio`` (the real ``RedisCoordination`` for the Lua
+   scripts and the stream) in a scratch database with the service's indexes. The servers' own
+   counters (MongoDB ``opcounters``, Redis ``commandstats``) are printed per pair for both sides, to
+   show the floor does what the service does (plus the service's background loops, a few hundredths).
+
+Both sides run ``--serial-pairs`` with one client (the cost of one call, no queueing), then
+``--pairs`` with ``--concurrency`` clients, each in alternating rounds (service, floor, floor,
+service, ...) after a warm-up, so a drift of the machine or of the database over the run (the
+embedded SecantusDB gets slower as writes accumulate) weighs on both alike. The ratio service/floor
+is what HTTP, JSON, validation, auth and the controller's logic cost on top of the storage round
+trips. Everything (client, service, MongoDB, Redis) shares this machine's cores, so the figures are
+relative: compare the rows of one run, not runs across machines. The default size takes about two
+to three minutes on 2 cores with the embedded stack (it is SecantusDB that sets the pace).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import os
+import secrets
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pymongo import DESCENDING, ReturnDocument
+
+from common.backends import create_mongo_client, create_redis_client
+from common.devstack import EmbeddedStack
+from rdp_controller.models import SessionConfig
+from rdp_controller.storage.mongo import CONNECTIONS, EVENTS, SERVERS, SESSIONS, MongoStore
+from rdp_controller.storage.redis import Lease, RedisCoordination, Reservation
+from security.jwt_auth import mint_token
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))  # run as a script: tests.support lives in the checkout
+
+from tests.support.process import (  # noqa: E402
+    ServiceProcess,
+    descendants,
+    entrypoint_argv,
+    free_port,
+    service_env,
+)
+
+NO_ID = {"_id": False}
+LEASE_TTL_SECONDS = 90
+SERVER_CAPACITY = 10_000
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# The floor: what one create and one terminate do to MongoDB and Redis (SessionController.create
+# without an Idempotency-Key, and .terminate of a ready session). One place, printed with the figures.
+@dataclass
+class Pair:
+    """One session of the floor run: its ids and the documents its operations write."""
+
+    worker: int
+    session_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    @property
+    def user_id(self) -> str:
+        return f"bench-{self.worker}"
+
+
+@dataclass
+class Floor:
+    db: Any
+    coordination: RedisCoordination
+    server: dict[str, Any]
+    config: dict[str, Any]
+
+
+Operation = Callable[[Floor, Pair], Awaitable[None]]
+
+
+def _session_document(floor: Floor, pair: Pair) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return {
+        "session_id": pair.session_id,
+        "user_id": pair.user_id,
+        "server_id": floor.server["server_id"],
+        "connection_id": str(uuid.uuid4()),
+        "status": "ready",
+        "session_config": floor.config,
+        "created_at": now,
+        "updated_at": now,
+        "max_deadline": now + timedelta(seconds=floor.config["session_timeout"]),
+        "termination_reason": None,
+        "version": 1,
+        "created_by": "bench",
+        "idempotency_key": None,
+        "request_fingerprint": hashlib.sha256(pair.session_id.encode()).hexdigest(),
+        "idle_deadline": now + timedelta(seconds=floor.config["idle_timeout"]),
+        "disconnect_deadline": None,
+        "next_deadline": now + timedelta(seconds=floor.config["idle_timeout"]),
+    }
+
+
+def _event(
+    floor: Floor, pair: Pair, from_status: str | None, to_status: str, reason: str | None
+) -> dict[str, Any]:
+    return {
+        "event_id": str(uuid.uuid4()),
+        "session_id": pair.session_id,
+        "user_id": pair.user_id,
+        "server_id": floor.server["server_id"],
+        "from_status": from_status,
+        "to_status": to_status,
+        "reason": reason,
+        "actor": "bench",
+        "at": datetime.now(UTC),
+        "seq": time.monotonic_ns(),
+    }
+
+
+async def _append_and_publish(floor: Floor, event: dict[str, Any]) -> None:
+    await floor.db[EVENTS].insert_one(dict(event))
+    await floor.coordination.publish_event({**event, "at": event["at"].isoformat()})
+
+
+async def op_suspended_for(floor: Floor, pair: Pair) -> None:
+    query = {"user_id": pair.user_id, "status": "suspended"}
+    await floor.db[SESSIONS].find(query, NO_ID).sort("suspended_at", DESCENDING).to_list(length=100)
+
+
+async def op_servers_all(floor: Floor, pair: Pair) -> None:
+    await floor.db[SERVERS].find({}, NO_ID).sort("name", 1).to_list(length=None)
+
+
+async def op_live_counts(floor: Floor, pair: Pair) -> None:
+    await floor.coordination.live_counts([floor.server["server_id"]])
+
+
+async def op_reserve(floor: Floor, pair: Pair) -> None:
+    lease = Lease(floor.server["server_id"], pair.user_id, pair.session_id)
+    outcome = await floor.coordination.reserve(lease, capacity=SERVER_CAPACITY, user_limit=1000)
+    if outcome is not Reservation.RESERVED:
+        raise RuntimeError(f"floor reserve refused: {outcome!r}")
+
+
+async def op_insert_session(floor: Floor, pair: Pair) -> None:
+    await floor.db[SESSIONS].insert_one(_session_document(floor, pair))
+
+
+async def op_created_events(floor: Floor, pair: Pair) -> None:
+    await _append_and_publish(floor, _event(floor, pair, None, "creating", None))
+    await _append_and_publish(floor, _event(floor, pair, "creating", "ready", "slot_reserved"))
+
+
+async def op_get(floor: Floor, pair: Pair) -> None:
+    if await floor.db[SESSIONS].find_one({"session_id": pair.session_id}, NO_ID) is None:
+        raise RuntimeError(f"floor session {pair.session_id} not found")
+
+
+async def op_compare_and_set(floor: Floor, pair: Pair) -> None:
+    now = datetime.now(UTC)
+    updated = await floor.db[SESSIONS].find_one_and_update(
+        {"session_id": pair.session_id, "status": "ready", "version": 1},
+        {
+            "$set": {
+                "status": "terminated",
+                "terminated_at": now,
+                "termination_reason": "admin",
+                "idle_deadline": None,
+                "disconnect_deadline": None,
+                "max_deadline": None,
+                "next_deadline": None,
+                "updated_at": now,
+            },
+            "$inc": {"version": 1},
+        },
+        projection=NO_ID,
+        return_document=ReturnDocument.AFTER,
+    )
+    if updated is None:
+        raise RuntimeError(f"floor compare-and-set of {pair.session_id} lost")
+
+
+async def op_close_open(floor: Floor, pair: Pair) -> None:
+    await floor.db[CONNECTIONS].update_many(
+        {"session_id": pair.session_id, "closed_at": None}, {"$set": {"closed_at": datetime.now(UTC)}}
+    )
+
+
+async def op_release(floor: Floor, pair: Pair) -> None:
+    await floor.coordination.release(Lease(floor.server["server_id"], pair.user_id, pair.session_id))
+
+
+async def op_terminated_event(floor: Floor, pair: Pair) -> None:
+    await _append_and_publish(floor, _event(floor, pair, "ready", "terminated", "admin"))
+
+
+FLOOR_OPERATIONS: tuple[tuple[str, str, Operation], ...] = (
+    ("create", "MongoDB rdp_sessions.find(user, suspended).sort (sessions.suspended_for)", op_suspended_for),
+    ("create", "MongoDB rdp_servers.find({}).sort(name) (servers.all)", op_servers_all),
+    ("create", "Redis pipeline ZCOUNT per candidate server, 1 here (live_counts)", op_live_counts),
+    ("create", "Redis EVALSHA reserve script (RedisCoordination.reserve)", op_reserve),
+    ("create", "MongoDB rdp_sessions.insert_one (sessions.insert)", op_insert_session),
+    ("create", "MongoDB rdp_session_events.insert_one + Redis XADD, x2 (creating, ready)", op_created_events),
+    ("terminate", "MongoDB rdp_sessions.find_one (get)", op_get),
+    ("terminate", "MongoDB rdp_sessions.find_one_and_update (compare-and-set)", op_compare_and_set),
+    ("terminate", "MongoDB rdp_connections.update_many (connections.close_open)", op_close_open),
+    ("terminate", "Redis EVALSHA release script (RedisCoordination.release)", op_release),
+    ("terminate", "MongoDB rdp_session_events.insert_one + Redis XADD (terminated)", op_terminated_event),
+)
+
+
+# Reading the counters is itself counted: leave that out.
+COUNTER_NOISE = frozenset({"mongodb command", "redis info"})
+
+
+# Measuring ----------------------------------------------------------------------------------
+@dataclass
+class Result:
+    pairs: int
+    seconds: float
+    create_ms: list[float]
+    terminate_ms: list[float]
+    cpu: dict[str, float] = field(default_factory=dict)
+    operations: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def pairs_per_second(self) -> float:
+        return self.pairs / self.seconds
+
+    def add(
+        self,
+        pairs: int,
+        seconds: float,
+        creates: list[float],
+        terminates: list[float],
+        cpu: dict[str, float],
+        operations: dict[str, int],
+    ) -> None:
+        self.pairs += pairs
+        self.seconds += seconds
+        self.create_ms += creates
+        self.terminate_ms += terminates
+        for name, used in cpu.items():
+            self.cpu[name] = self.cpu.get(name, 0.0) + used
+        for name, count in operations.items():
+            self.operations[name] = self.operations.get(name, 0) + count
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    index = max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+PairRunner = Callable[[int], Awaitable[tuple[float, float]]]
+
+
+async def run_pairs(
+    pairs: int, concurrency: int, one_pair: PairRunner
+) -> tuple[float, list[float], list[float]]:
+    """``pairs`` calls of ``one_pair(worker)`` by ``concurrency`` workers; seconds and latencies (ms)."""
+    remaining = pairs
+    creates: list[float] = []
+    terminates: list[float] = []
+
+    async def worker(number: int) -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            create_ms, terminate_ms = await one_pair(number)
+            creates.append(create_ms)
+            terminates.append(terminate_ms)
+
+    started = time.perf_counter()
+    async with asyncio.TaskGroup() as group:
+        for number in range(concurrency):
+            group.create_task(worker(number))
+    return time.perf_counter() - started, creates, terminates
+
+
+class CpuMeter:
+    """CPU seconds (user + system) of named processes over a phase, from /proc."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self._start: dict[str, float] = {}
+
+    @staticmethod
+    def _seconds(pid: int) -> float | None:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return None
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def start(self) -> None:
+        self._start = {name: s for name, pid in self.pids.items() if (s := self._seconds(pid)) is not None}
+
+    def stop(self) -> dict[str, float]:
+        used = {}
+        for name, pid in self.pids.items():
+            now = self._seconds(pid)
+            if now is not None and name in self._start:
+                used[name] = now - self._start[name]
+        return used
+
+
+def backend_pids() -> dict[str, int]:
+    """The embedded SecantusDB and Redis started by this process (empty for external backends)."""
+    pids = {}
+    for pid, _start, command in descendants(os.getpid()):
+        if "secantus" in command:
+            pids["mongodb"] = pid
+        elif "redis-server" in command:
+            pids["redis"] = pid
+    return pids
+
+
+# The two targets ----------------------------------------------------------------------------
+class ServiceTarget:
+    """Pairs through the running service's HTTP API (one ``httpx.AsyncClient`` for every worker)."""
+
+    name = "service (HTTP)"
+
+    def __init__(self, base_url: str, secret: str, concurrency: int) -> None:
+        def bearer(subject: str, role: str) -> dict[str, str]:
+            value = mint_token(
+                secret=secret, subject=subject, roles=[role], audience="rdp-controller", ttl_seconds=3600
+            )
+            return {"Authorization": f"Bearer {value}"}
+
+        self.operator, self.service = bearer("bench-ops", "operator"), bearer("bench-session-api", "service")
+        # Idle connections are dropped by the client before uvicorn's 5 s keep-alive timeout closes them:
+        # else a request sent on a connection the server is closing fails (between rounds, mostly).
+        limits = httpx.Limits(
+            max_connections=concurrency, max_keepalive_connections=concurrency, keepalive_expiry=2.0
+        )
+        self.client = httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60.0)
+
+    async def __aenter__(self) -> ServiceTarget:
+        registered = await self.client.post(
+            "/api/v1/servers",
+            headers=self.operator,
+            json={"name": "bench-host", "address": "127.0.0.1", "port": 9, "capacity": SERVER_CAPACITY},
+        )
+        if registered.status_code != 201:
+            await self.client.aclose()
+            raise RuntimeError(f"register server: {registered.status_code} {registered.text}")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.client.aclose()
+
+    async def one_pair(self, worker: int) -> tuple[float, float]:
+        started = time.perf_counter()
+        created = await self.client.post(
+            "/api/v1/sessions", headers=self.service, json={"user_id": f"bench-{worker}"}
+        )
+        middle = time.perf_counter()
+        if created.status_code != 201:
+            raise RuntimeError(f"create: {created.status_code} {created.text[:300]}")
+        session_id = created.json()["session_id"]
+        ended = await self.client.delete(f"/api/v1/sessions/{session_id}", headers=self.service)
+        if ended.status_code != 200 or ended.json()["status"] != "terminated":
+            raise RuntimeError(f"terminate: {ended.status_code} {ended.text[:300]}")
+        return (middle - started) * 1000, (time.perf_counter() - middle) * 1000
+
+
+class FloorTarget:
+    """``FLOOR_OPERATIONS`` done directly, in a scratch database (with the service's indexes) and prefix."""
+
+    name = "floor (direct)"
+
+    def __init__(self, mongodb_url: str, redis_url: str, tag: str) -> None:
+        self.mongo = create_mongo_client(mongodb_url, timeout_seconds=10.0, app_name="bench-floor")
+        self.redis = create_redis_client(redis_url, timeout_seconds=10.0)
+        self.database, self.prefix = f"bench_floor_{tag}", f"benchfloor{tag}"
+        self.creating = [op for phase, _what, op in FLOOR_OPERATIONS if phase == "create"]
+        self.terminating = [op for phase, _what, op in FLOOR_OPERATIONS if phase == "terminate"]
+        self.floor: Floor | None = None
+
+    async def __aenter__(self) -> FloorTarget:
+        try:
+            db = self.mongo[self.database]
+            await MongoStore(db, event_retention_days=30).ensure_indexes()
+            now = datetime.now(UTC)
+            server = {
+                "server_id": str(uuid.uuid4()),
+                "name": "bench-host",
+                "address": "127.0.0.1",
+                "port": 9,
+                "capacity": SERVER_CAPACITY,
+                "weight": 1.0,
+                "labels": {},
+                "state": "available",
+                "created_at": now,
+                "updated_at": now,
+            }
+            await db[SERVERS].insert_one(dict(server))
+        except BaseException:
+            await self._close()
+            raise
+        config = SessionConfig().model_dump()
+        config.update(idle_timeout=1800, session_timeout=28800, disconnect_timeout=900)
+        coordination = RedisCoordination(self.redis, self.prefix, lease_ttl_seconds=LEASE_TTL_SECONDS)
+        self.floor = Floor(db, coordination, server, config)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        try:
+            await self.mongo.drop_database(self.database)
+            keys = [key async for key in self.redis.scan_iter(match=f"{self.prefix}:*", count=500)]
+            if keys:
+                await self.redis.delete(*keys)
+        finally:
+            await self._close()
+
+    async def _close(self) -> None:
+        await self.redis.aclose()
+        await self.mongo.close()
+
+    async def counters(self) -> dict[str, int]:
+        """The servers' operation counters: MongoDB ``opcounters``, Redis ``commandstats`` calls."""
+        status = await self.mongo.admin.command("serverStatus")
+        found = {f"mongodb {name}": int(count) for name, count in status.get("opcounters", {}).items()}
+        stats = await self.redis.info("commandstats")
+        found |= {f"redis {name.removeprefix('cmdstat_')}": int(v["calls"]) for name, v in stats.items()}
+        return found
+
+    async def one_pair(self, worker: int) -> tuple[float, float]:
+        floor, pair = self.floor, Pair(worker)
+        assert floor is not None
+        started = time.perf_counter()
+        for operation in self.creating:
+            await operation(floor, pair)
+        middle = time.perf_counter()
+        for operation in self.terminating:
+            await operation(floor, pair)
+        return (middle - started) * 1000, (time.perf_counter() - middle) * 1000
+
+
+async def alternate(
+    service: ServiceTarget,
+    floor: FloorTarget,
+    pairs: int,
+    concurrency: int,
+    rounds: int,
+    pids: dict[str, int],
+) -> tuple[Result, Result]:
+    """``pairs`` per side in ``rounds`` rounds, ordered S F, F S, S F ... (ABBA: a drift weighs on both)."""
+    results = {target.name: Result(0, 0.0, [], []) for target in (service, floor)}
+    for round_number in range(rounds):
+        size = pairs // rounds + (1 if round_number < pairs % rounds else 0)
+        for target in (service, floor) if round_number % 2 == 0 else (floor, service):
+            meter = CpuMeter({k: v for k, v in pids.items() if k != "service" or target is service})
+            before = await floor.counters()
+            meter.start()
+            seconds, creates, terminates = await run_pairs(size, concurrency, target.one_pair)
+            cpu = meter.stop()
+            after = await floor.counters()
+            operations = {k: n - before.get(k, 0) for k, n in after.items() if k not in COUNTER_NOISE}
+            results[target.name].add(size, seconds, creates, terminates, cpu, operations)
+    return results[service.name], results[floor.name]
+
+
+async def measure(
+    service: ServiceTarget, floor: FloorTarget, args: argparse.Namespace, pids: dict[str, int]
+) -> list[tuple[int, Result, Result]]:
+    """Warm both up; one client at a time (the overhead per call), then ``--concurrency`` clients."""
+    async with service, floor:
+        for target in (service, floor):
+            await run_pairs(args.warmup, args.concurrency, target.one_pair)
+        serial = await alternate(service, floor, args.serial_pairs, 1, 2, pids) if args.serial_pairs else None
+        loaded = await alternate(service, floor, args.pairs, args.concurrency, args.rounds, pids)
+    return ([(1, *serial)] if serial else []) + [(args.concurrency, *loaded)]
+
+
+async def drop_service_data(mongodb_url: str, redis_url: str, tag: str) -> None:
+    """External backends only: remove what the service wrote."""
+    mongo = create_mongo_client(mongodb_url, timeout_seconds=10.0, app_name="bench-cleanup")
+    redis = create_redis_client(redis_url, timeout_seconds=10.0)
+    try:
+        await mongo.drop_database(f"bench_{tag}")
+        keys = [key async for key in redis.scan_iter(match=f"bench{tag}:*", count=500)]
+        if keys:
+            await redis.delete(*keys)
+    finally:
+        await redis.aclose()
+        await mongo.close()
+
+
+# Report -------------------------------------------------------------------------------------
+def report(
+    results: list[tuple[int, Result, Result]], args: argparse.Namespace, backends: str, wall: float
+) -> None:
+    def row(name: str, result: Result) -> str:
+        latencies = [percentile(v, q) for v in (result.create_ms, result.terminate_ms) for q in (0.5, 0.99)]
+        cells = "".join(f"{value:>11.2f}" for value in latencies)
+        return f"{name:<22}{result.pairs_per_second:>9.1f}{cells}{result.seconds:>9.2f}"
+
+    def ratio(name: str, a: Result, b: Result) -> str:
+        cells = [a.pairs_per_second / b.pairs_per_second]
+        for mine, theirs in ((a.create_ms, b.create_ms), (a.terminate_ms, b.terminate_ms)):
+            cells += [percentile(mine, q) / percentile(theirs, q) for q in (0.5, 0.99)]
+        widths = (9, 11, 11, 11, 11)
+        return f"{name:<22}" + "".join(
+            f"{'x' + format(v, '.2f'):>{w}}" for v, w in zip(cells, widths, strict=True)
+        )
+
+    order = " ".join("S F" if n % 2 == 0 else "F S" for n in range(args.rounds))
+    print(
+        f"pairs per side: {args.pairs} by {args.concurrency} clients in rounds {order} (S service, F floor);"
+    )
+    print(f"  {args.serial_pairs} by 1 client (rounds S F F S); each after {args.warmup} warm-up pairs")
+    print(f"backends: {backends}")
+    print("floor = the storage operations of one create + one terminate, done directly, in this order:")
+    for phase, what, _op in FLOOR_OPERATIONS:
+        print(f"  {phase:<10} {what}")
+    print()
+    heads = ("create p50", "create p99", "term p50", "term p99")
+    print(f"{'':<22}{'pairs/s':>9}" + "".join(f"{head:>11}" for head in heads) + f"{'time s':>9}")
+    for clients, service, floor in results:
+        print(row(f"service (HTTP)  c={clients}", service))
+        print(row(f"floor (direct)  c={clients}", floor))
+        print(ratio(f"service/floor   c={clients}", service, floor))
+    print("(latencies in ms; service/floor: throughput below 1 and latency above 1 are the overhead)")
+    print()
+    print("operations per pair, from the servers' own counters over the timed rounds (service/floor):")
+    _clients, service, floor = results[-1]
+    names = sorted(name for name in {*service.operations, *floor.operations} if not name.startswith("redis "))
+    names += sorted(name for name in {*service.operations, *floor.operations} if name.startswith("redis "))
+    cells = []
+    for name in names:
+        mine, theirs = (r.operations.get(name, 0) / r.pairs for r in (service, floor))
+        if mine >= 0.005 or theirs >= 0.005:
+            cells.append(f"{name} {mine:.2f}/{theirs:.2f}")
+    line = " "
+    for cell in cells:  # wrapped at about 100 characters
+        if len(line) + len(cell) > 100:
+            print(line)
+            line = " "
+        line += " " + cell
+    print(line)
+    names = sorted({*service.cpu, *floor.cpu})
+    if names:
+        print()
+        print(f"CPU ms per pair (c={args.concurrency})".ljust(26) + "".join(f"{name:>13}" for name in names))
+        for label, result in (("  service rounds", service), ("  floor rounds", floor)):
+            used = "".join(
+                f"{result.cpu[name] * 1000 / result.pairs:>13.2f}" if name in result.cpu else f"{'-':>13}"
+                for name in names
+            )
+            print(f"{label:<26}{used}")
+    print(f"\nwall time s: {wall:.1f}   cores: {os.cpu_count()}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pairs", type=int, default=None, help="timed create+terminate pairs (default 1000)")
+    parser.add_argument(
+        "--serial-pairs",
+        type=int,
+        default=None,
+        help="pairs with one client, per side (default 100; 0: none)",
+    )
+    parser.add_argument("--concurrency", type=int, default=None, help="concurrent clients (default 50)")
+    parser.add_argument(
+        "--warmup", type=int, default=None, help="untimed pairs first (default 2 x concurrency)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="rounds per side, alternated service/floor, floor/service ..."
+    )
+    parser.add_argument("--quick", action="store_true", help="CI size: 200 pairs, 20 clients, 40 serial")
+    args = parser.parse_args(argv)
+    args.pairs = args.pairs or (200 if args.quick else 1000)
+    if args.serial_pairs is None:
+        args.serial_pairs = 40 if args.quick else 100
+    args.concurrency = args.concurrency or (20 if args.quick else 50)
+    args.warmup = args.warmup if args.warmup is not None else 2 * args.concurrency
+    if (
+        args.pairs < args.rounds
+        or args.concurrency < 1
+        or args.rounds < 1
+        or args.warmup < 0
+        or args.serial_pairs == 1
+        or args.serial_pairs < 0
+    ):
+        parser.error(
+            "--concurrency and --rounds must be at least 1, --pairs at least --rounds, --warmup at least 0,"
+            " --serial-pairs 0 or at least 2"
+        )
+
+    started = time.perf_counter()
+    tag = uuid.uuid4().hex[:10]
+    with contextlib.ExitStack() as resources:
+        mongodb_url, redis_url = os.environ.get("MONGODB_URL", ""), os.environ.get("REDIS_URL", "")
+        external = bool(mongodb_url and redis_url)
+        if external:
+            backends = "MONGODB_URL / REDIS_URL from the environment"
+        else:
+            stack = resources.enter_context(EmbeddedStack(None))
+            mongodb_url, redis_url = stack.mongodb_url, stack.redis_url
+            backends = "embedded (SecantusDB + redis-server)"
+        workdir = Path(resources.enter_context(tempfile.TemporaryDirectory(prefix="bench-sessions-")))
+        port, secret = free_port(), secrets.token_urlsafe(48)
+        env = service_env(
+            RDP_CONTROLLER_PORT=str(port),
+            LUCID_ENV="test",
+            MONGODB_URL=mongodb_url,
+            REDIS_URL=redis_url,
+            MONGODB_DATABASE=f"bench_{tag}",
+            RDP_CONTROLLER_REDIS_PREFIX=f"bench{tag}",
+            JWT_SECRET_KEY=secret,
+            RDP_CONTROLLER_RATE_LIMIT_PER_MINUTE="0",
+            RDP_CONTROLLER_MAX_SESSIONS_PER_USER="1000",
+            RDP_CONTROLLER_PROBE_INTERVAL="3600",  # the bench host is not an RDP server: do not probe it
+        )
+        service = ServiceProcess(entrypoint_argv(), env=env, port=port, log_path=workdir / "service.log")
+        resources.enter_context(service)
+        try:
+            service.wait_for_health(timeout=60.0, want="healthy")
+            pids = {**backend_pids(), "service": service.pid, "bench client": os.getpid()}
+            targets = (
+                ServiceTarget(service.base_url, secret, args.concurrency),
+                FloorTarget(mongodb_url, redis_url, tag),
+            )
+            results = asyncio.run(measure(*targets, args, pids))
+        except (RuntimeError, httpx.HTTPError, ExceptionGroup) as exc:
+            first = exc.exceptions[0] if isinstance(exc, ExceptionGroup) else exc
+            request = getattr(first, "_request", None)  # httpx errors carry the request they failed on
+            where = f" on {request.method} {request.url}" if request is not None else ""
+            print(f"benchmark failed{where}: {first!r}\n{service.log_tail(40)}", file=sys.stderr)
+            return 1
+        service.stop()
+        if external:
+            asyncio.run(drop_service_data(mongodb_url, redis_url, tag))
+    report(results, args, backends, time.perf_counter() - started)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
