@@ -44,7 +44,6 @@ REAPER_TIMEOUT = 30.0
 LOG_ERROR_RE = re.compile(r"^(ERROR:|CRITICAL:|\S+ \S+ (ERROR|CRITICAL) )", re.MULTILINE)
 
 
-
 OPERATOR = {"Authorization": f"Bearer {token('ops', 'operator')}"}
 SERVICE = {"Authorization": f"Bearer {token('session-api', 'service')}"}
 
