@@ -26,6 +26,6 @@ def setup_logging(level: str, *, secret: str | None = None) -> None:
         # The redaction filter formats each record and empties its args; uvicorn's own formatters
         # read the args again, so these handlers get the plain format first.
         own = logging.getLogger(name)
-        for handler in own.handlers:
-            handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        for own_handler in own.handlers:
+            own_handler.setFormatter(logging.Formatter(LOG_FORMAT))
         install_redaction(secret, logger=own)

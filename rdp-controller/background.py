@@ -88,7 +88,11 @@ class Background:
                     state.status = "error"
                     state.last_error = "unexpected error (see log)"
                     logger.exception("Background %s round failed unexpectedly", state.name)
-                await asyncio.sleep(interval)
+                if self._cancelled():
+                    # redis-py can finish a command and swallow the cancellation that arrived during it.
+                    raise asyncio.CancelledError
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), interval)
         finally:
             if leader:
                 with contextlib.suppress(*RECOVERABLE):

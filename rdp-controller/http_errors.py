@@ -14,6 +14,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from common.errors import LucidError, RateLimited
 
+from .middleware import BodyTooLarge
+
 logger = logging.getLogger(__name__)
 
 HTTP_CODES = {
@@ -23,6 +25,12 @@ HTTP_CODES = {
     405: "METHOD_NOT_ALLOWED",
     413: "PAYLOAD_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
+}
+
+# Failures of json.loads that are not JSONDecodeError (FastAPI reports only that one as 422).
+_UNPARSABLE_JSON: dict[type[BaseException], str] = {
+    UnicodeDecodeError: "the body is not UTF-8 encoded",
+    RecursionError: "nested too deeply",
 }
 
 
@@ -53,23 +61,46 @@ async def _lucid(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, exc.code, exc.message, exc.details, headers)
 
 
+def _describe(error: dict[str, Any]) -> tuple[str, str]:
+    """The field an error is about and what is wrong with it, for the client."""
+    kind, location = error.get("type"), tuple(error.get("loc", ()))
+    message = str(error.get("msg", "invalid"))
+    if kind == "extra_forbidden":
+        return _field(location), "unknown field"
+    if kind == "json_invalid":
+        # FastAPI's location is ("body", <character offset>): the field is the body itself.
+        position = f" at character {location[1]}" if len(location) > 1 else ""
+        reason = str((error.get("ctx") or {}).get("error", "JSON decode error"))
+        return "body", f"invalid JSON: {reason}{position}"
+    if location == ("body",) and kind in ("model_attributes_type", "dict_type", "model_type"):
+        return "body", "must be a JSON object (Content-Type: application/json)"
+    return _field(location), message
+
+
 async def _validation(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = []
     for error in exc.errors():
-        message = str(error.get("msg", "invalid"))
-        if error.get("type") == "extra_forbidden":
-            message = "unknown field"
-        errors.append({"field": _field(error.get("loc", ())), "message": message, "type": error.get("type")})
+        field, message = _describe(error)
+        errors.append({"field": field, "message": message, "type": error.get("type")})
     summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5]) or "invalid request"
     return error_response(422, "VALIDATION_ERROR", summary, {"errors": errors})
 
 
 async def _http(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    cause = exc.__cause__
+    unparsable = _UNPARSABLE_JSON.get(type(cause)) if exc.status_code == 400 and cause is not None else None
+    if unparsable is not None:
+        # FastAPI's body parsing turns these into a bare 400; they are invalid JSON like any other.
+        message = f"invalid JSON: {unparsable}"
+        errors = [{"field": "body", "message": message, "type": "json_invalid"}]
+        return error_response(422, "VALIDATION_ERROR", f"body: {message}", {"errors": errors})
     code = HTTP_CODES.get(exc.status_code, f"HTTP_{exc.status_code}")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ").lower()
-    return error_response(exc.status_code, code, message, headers=dict(exc.headers) if exc.headers else None)
+    details = {"max_bytes": exc.max_bytes} if isinstance(exc, BodyTooLarge) else None
+    headers = dict(exc.headers) if exc.headers else None
+    return error_response(exc.status_code, code, message, details, headers)
 
 
 async def _mongo(_request: Request, exc: Exception) -> JSONResponse:

@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import json
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-class BodyTooLarge(Exception):
-    pass
+def too_large_message(max_bytes: int) -> str:
+    return f"request body is larger than {max_bytes} bytes"
+
+
+class BodyTooLarge(HTTPException):
+    """A body sent without Content-Length (chunked) grew past the limit while it was read.
+
+    An ``HTTPException`` on purpose: FastAPI re-raises those from its body parsing and turns
+    every other exception there into a 400, so the client gets this 413 (rendered by the one
+    error handler in ``http_errors``) instead of "There was an error parsing the body".
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, detail=too_large_message(max_bytes))
+        self.max_bytes = max_bytes
 
 
 class BodySizeLimit:
@@ -33,7 +47,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise BodyTooLarge
+                    raise BodyTooLarge(self.max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -53,7 +67,7 @@ class BodySizeLimit:
             {
                 "error": {
                     "code": "PAYLOAD_TOO_LARGE",
-                    "message": f"request body is larger than {self.max_bytes} bytes",
+                    "message": too_large_message(self.max_bytes),
                     "details": {"max_bytes": self.max_bytes},
                 }
             }

@@ -55,7 +55,14 @@ class TerminationReason(StrEnum):
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+    """Base of request models: unknown fields are refused, and so are values of another JSON type.
+
+    ``strict`` stops pydantic's coercions (``"yes"`` or ``1`` for a boolean, ``"24"`` or ``24.0``
+    for an integer): the API takes the types its schema documents. Enum fields opt out with
+    ``Field(strict=False)``, since strict validation would want enum instances, not their values.
+    """
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False, strict=True)
 
 
 def check_labels(value: dict[str, str]) -> dict[str, str]:
@@ -120,8 +127,8 @@ class CreateSessionRequest(StrictModel):
 
 
 class StatusUpdateRequest(StrictModel):
-    status: SessionStatus
-    reason: TerminationReason | None = None
+    status: SessionStatus = Field(strict=False)
+    reason: TerminationReason | None = Field(default=None, strict=False)
 
 
 class ActivityRequest(StrictModel):
