@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,23 +13,6 @@ from common.errors import Unauthorized
 from security.connection_tokens import TOKEN_INVALID, ConnectionTokenStore, generate, hash_token
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def prefix(redis: Redis) -> AsyncIterator[str]:
-    """A key prefix of this test's own; only its keys are deleted afterwards."""
-    value = f"test:conntoken:{uuid.uuid4().hex}:"
-    yield value
-    keys = [key async for key in redis.scan_iter(match=f"{value}*")]
-    if keys:
-        await redis.delete(*keys)
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -14,23 +12,6 @@ from common.errors import RateLimited
 from security.ratelimit import RateLimiter
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def prefix(redis: Redis) -> AsyncIterator[str]:
-    """A key prefix of this test's own; only its keys are deleted afterwards."""
-    value = f"test:ratelimit:{uuid.uuid4().hex}:"
-    yield value
-    keys = [key async for key in redis.scan_iter(match=f"{value}*")]
-    if keys:
-        await redis.delete(*keys)
 
 
 async def allowed(limiter: RateLimiter, principal: str, attempts: int) -> int:
