@@ -19,6 +19,19 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+def announce(config: pytest.Config, line: str) -> None:
+    """Write a line to the terminal even while pytest captures output (fixtures run captured)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        return
+    if capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"\n{line}")
+    else:
+        reporter.write_line(f"\n{line}")
+
+
 @pytest.fixture(scope="session")
 def backends(request: pytest.FixtureRequest) -> Iterator[Backends]:
     try:
@@ -26,9 +39,7 @@ def backends(request: pytest.FixtureRequest) -> Iterator[Backends]:
     except BackendsUnavailable as exc:
         unavailable(str(exc))
         raise  # unreachable: unavailable() raises
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"\nintegration backends: {started.describe()}")
+    announce(request.config, f"integration backends: {started.describe()}")
     try:
         yield started
     finally:
