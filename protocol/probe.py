@@ -35,7 +35,7 @@ import ssl
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -139,30 +139,8 @@ async def _close(writer: asyncio.StreamWriter, raw_transport: asyncio.BaseTransp
     await asyncio.sleep(0)
 
 
-@dataclass(slots=True)
-class _Draft:
-    """The result being filled in as the probe gets further."""
-
-    host: str
-    port: int
-    checked_at: datetime
-    reachable: bool = False
-    latency_ms: float | None = None
-    selected_protocol: str | None = None
-    tls_version: str | None = None
-    cert_sha256: str | None = None
-    cert_subject: str | None = None
-    cert_not_after: str | None = None
-    failure_code: int | None = None
-    failure_name: str | None = None
-    error: str | None = None
-
-    def result(self) -> ProbeResult:
-        return ProbeResult(**{name: getattr(self, name) for name in self.__slots__})
-
-
 async def _probe(host: str, port: int, request: bytes, limit_s: float, checked_at: datetime) -> ProbeResult:
-    draft = _Draft(host, port, checked_at)
+    result = ProbeResult(host=host, port=port, reachable=False, checked_at=checked_at)
     stage = _CONNECTING
     received = 0
     started = time.perf_counter()
@@ -180,52 +158,54 @@ async def _probe(host: str, port: int, request: bytes, limit_s: float, checked_a
             length = decode_tpkt_header(header, max_length=MAX_CONFIRM_LENGTH)
             body = await reader.readexactly(length - TPKT_HEADER_LENGTH)
             confirm = decode_connection_confirm(header + body, max_length=MAX_CONFIRM_LENGTH)
-            draft.reachable = True
-            draft.latency_ms = round((time.perf_counter() - started) * 1000.0, 3)
+            result = replace(
+                result, reachable=True, latency_ms=round((time.perf_counter() - started) * 1000.0, 3)
+            )
             if isinstance(confirm, NegotiationFailure):
-                draft.failure_code = int(confirm.failure_code)
-                draft.failure_name = confirm.failure_code.name
+                code = confirm.failure_code
+                result = replace(result, failure_code=int(code), failure_name=code.name)
             elif isinstance(confirm, NegotiationResponse):
-                draft.selected_protocol = confirm.protocol_name
+                result = replace(result, selected_protocol=confirm.protocol_name)
                 if confirm.selected_protocol != SecurityProtocol.PROTOCOL_RDP:
                     stage = "in the TLS handshake"
                     await writer.start_tls(_tls_context(), server_hostname=_server_hostname(host))
-                    _read_certificate(writer, draft)
+                    result = _with_certificate(writer, result)
             else:  # StandardRdpConfirm: the server does not negotiate, standard RDP security
-                draft.selected_protocol = "rdp"
+                result = replace(result, selected_protocol="rdp")
     except TimeoutError:
-        draft.error = f"timed out after {limit_s:g} s {stage}"
+        result = replace(result, error=f"timed out after {limit_s:g} s {stage}")
     except asyncio.IncompleteReadError as exc:
-        draft.error = f"connection closed by the server after {received + len(exc.partial)} bytes {stage}"
+        closed = f"connection closed by the server after {received + len(exc.partial)} bytes {stage}"
+        result = replace(result, error=closed)
     except ProtocolError as exc:
-        draft.error = f"protocol error: {exc}"
+        result = replace(result, error=f"protocol error: {exc}")
     except ssl.SSLError as exc:
-        draft.error = f"TLS handshake failed: {exc}"
+        result = replace(result, error=f"TLS handshake failed: {exc}")
     except OSError as exc:
-        draft.error = f"connect failed: {exc}" if stage == _CONNECTING else f"connection error {stage}: {exc}"
+        failed = f"connect failed: {exc}" if stage == _CONNECTING else f"connection error {stage}: {exc}"
+        result = replace(result, error=failed)
     finally:
         if writer is not None and raw_transport is not None:
             await _close(writer, raw_transport)
-    return draft.result()
+    return result
 
 
-def _read_certificate(writer: asyncio.StreamWriter, draft: _Draft) -> None:
+def _with_certificate(writer: asyncio.StreamWriter, result: ProbeResult) -> ProbeResult:
+    """``result`` with the TLS version and the server certificate of the upgraded stream."""
     ssl_object = writer.get_extra_info("ssl_object")
     if not isinstance(ssl_object, ssl.SSLObject):
         raise ProtocolError("the TLS upgrade produced no SSL object")
-    draft.tls_version = ssl_object.version()
+    result = replace(result, tls_version=ssl_object.version())
     der = ssl_object.getpeercert(binary_form=True)
     if not der:
-        draft.error = "the server sent no TLS certificate"
-        return
-    draft.cert_sha256 = hashlib.sha256(der).hexdigest()
+        return replace(result, error="the server sent no TLS certificate")
+    result = replace(result, cert_sha256=hashlib.sha256(der).hexdigest())
     try:
         info = parse_certificate(der)
     except ProtocolError as exc:  # the fingerprint is what matters; subject/expiry are a bonus
-        logger.warning("cannot read subject/expiry of the certificate %s: %s", draft.cert_sha256, exc)
-    else:
-        draft.cert_subject = info.subject
-        draft.cert_not_after = info.not_after.isoformat()
+        logger.warning("cannot read subject/expiry of the certificate %s: %s", result.cert_sha256, exc)
+        return result
+    return replace(result, cert_subject=info.subject, cert_not_after=info.not_after.isoformat())
 
 
 def _build_request(requested: SecurityProtocol, cookie: str | None) -> bytes:
