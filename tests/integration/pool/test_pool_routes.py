@@ -11,9 +11,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from rdp_controller.health_monitor import HealthMonitor
 from tests.support.app import auth, running_app
 from tests.support.app import test_settings as make_settings
+from tests.support.pool import create, get_server, monitor
 from tests.support.xrdp_host import free_loopback_port
 
 pytestmark = pytest.mark.integration
@@ -42,28 +42,9 @@ async def app(
         yield application, client
 
 
-def monitor(application: FastAPI) -> HealthMonitor:
-    health_monitor: HealthMonitor = application.state.runtime.health_monitor
-    return health_monitor
-
-
 async def servers(client: httpx.AsyncClient) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = (await client.get("/api/v1/servers", headers=OPERATOR)).json()["items"]
     return items
-
-
-async def get_server(client: httpx.AsyncClient, server_id: str) -> dict[str, Any]:
-    response = await client.get(f"/api/v1/servers/{server_id}", headers=OPERATOR)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-async def create(client: httpx.AsyncClient, user: str, server_id: str | None = None) -> httpx.Response:
-    body: dict[str, Any] = {"user_id": user, "new_session": True}
-    if server_id is not None:
-        body["server_id"] = server_id
-    return await client.post("/api/v1/sessions", json=body, headers=SERVICE)
 
 
 async def session_of(client: httpx.AsyncClient, session_id: str) -> dict[str, Any]:

@@ -11,9 +11,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from rdp_controller.health_monitor import SERVER_EVENTS, HealthMonitor
+from rdp_controller.health_monitor import SERVER_EVENTS
 from tests.support.app import auth, running_app
 from tests.support.app import test_settings as make_settings
+from tests.support.pool import create, get_server, monitor
 from tests.support.xrdp_host import XrdpHost, free_loopback_port, require_xrdp
 
 pytestmark = [pytest.mark.integration, pytest.mark.xrdp]
@@ -63,25 +64,6 @@ async def app(
         yield application, client
 
 
-def monitor(application: FastAPI) -> HealthMonitor:
-    health_monitor: HealthMonitor = application.state.runtime.health_monitor
-    return health_monitor
-
-
-async def server_of(client: httpx.AsyncClient, server_id: str) -> dict[str, Any]:
-    response = await client.get(f"/api/v1/servers/{server_id}", headers=OPERATOR)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-async def create(client: httpx.AsyncClient, user: str, server_id: str | None = None) -> httpx.Response:
-    body: dict[str, Any] = {"user_id": user, "new_session": True}
-    if server_id is not None:
-        body["server_id"] = server_id
-    return await client.post("/api/v1/sessions", json=body, headers=SERVICE)
-
-
 async def test_probe_now_returns_the_protocol_and_the_certificate_xrdp_serves(
     app: App, xrdp: XrdpHost, register: Register, api_schema: Callable[[str, Any], None]
 ) -> None:
@@ -99,7 +81,7 @@ async def test_probe_now_returns_the_protocol_and_the_certificate_xrdp_serves(
     assert result["cert_sha256"] == xrdp.certificate_sha256
     assert result["tls_version"].startswith("TLSv1.")
 
-    stored = await server_of(client, server["server_id"])
+    stored = await get_server(client, server["server_id"])
     api_schema("Server", stored)
     assert stored["last_probe"]["cert_sha256"] == xrdp.certificate_sha256
     assert stored["last_probe"]["checked_at"][:19] == result["checked_at"][:19]
@@ -128,15 +110,15 @@ async def test_a_stopped_xrdp_turns_unhealthy_after_the_threshold_and_back_after
     server = await register(client, port=xrdp.port)
     server_id = server["server_id"]
     assert await monitor(application).run_once() == 1
-    assert (await server_of(client, server_id))["state"] == "available"
+    assert (await get_server(client, server_id))["state"] == "available"
 
     await asyncio.to_thread(xrdp.stop)
     await monitor(application).run_once()
-    first = await server_of(client, server_id)
+    first = await get_server(client, server_id)
     assert (first["state"], first["consecutive_failures"]) == ("available", 1)  # one lost probe: no flap
     assert first["last_probe"]["reachable"] is False and first["last_probe"]["error"]
     await monitor(application).run_once()
-    down = await server_of(client, server_id)
+    down = await get_server(client, server_id)
     assert (down["state"], down["state_reason"], down["consecutive_failures"]) == (
         "unhealthy",
         "probe_failed",
@@ -151,10 +133,10 @@ async def test_a_stopped_xrdp_turns_unhealthy_after_the_threshold_and_back_after
 
     await asyncio.to_thread(xrdp.start)
     await monitor(application).run_once()
-    recovering = await server_of(client, server_id)
+    recovering = await get_server(client, server_id)
     assert (recovering["state"], recovering["consecutive_successes"]) == ("unhealthy", 1)
     await monitor(application).run_once()
-    up = await server_of(client, server_id)
+    up = await get_server(client, server_id)
     assert (up["state"], up["state_reason"], up["consecutive_successes"]) == ("available", None, 2)
     assert (await create(client, "u1")).status_code == 201
 
@@ -182,7 +164,7 @@ async def test_the_background_loop_moves_the_state_with_a_short_interval(
         async def state_becomes(wanted: str, timeout: float = 20.0) -> dict[str, Any]:  # noqa: ASYNC109
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
-                current = await server_of(client, server["server_id"])
+                current = await get_server(client, server["server_id"])
                 if current["state"] == wanted and current["last_probe"] is not None:
                     return current
                 await asyncio.sleep(0.1)
@@ -208,7 +190,7 @@ async def test_a_pinned_certificate_the_host_does_not_serve_is_refused_until_re_
     server = await register(client, port=xrdp.port, pinned_cert_sha256="0" * 64)
     probe_url = f"/api/v1/servers/{server['server_id']}/probe"
     assert (await client.post(probe_url, headers=OPERATOR)).json()["cert_sha256"] == xrdp.certificate_sha256
-    refused = await server_of(client, server["server_id"])
+    refused = await get_server(client, server["server_id"])
     assert (refused["state"], refused["state_reason"]) == ("unhealthy", "certificate_mismatch")
     assert xrdp.certificate_sha256 in refused["state_detail"] and "0" * 64 in refused["state_detail"]
     assert (await create(client, "u1")).status_code == 503
@@ -220,7 +202,7 @@ async def test_a_pinned_certificate_the_host_does_not_serve_is_refused_until_re_
     )
     assert patch.status_code == 200 and patch.json()["state"] == "unhealthy"  # the next probe decides
     await client.post(probe_url, headers=OPERATOR)
-    accepted = await server_of(client, server["server_id"])
+    accepted = await get_server(client, server["server_id"])
     assert (accepted["state"], accepted["state_reason"]) == ("available", None)
     assert (await create(client, "u1")).status_code == 201
 
@@ -241,7 +223,7 @@ async def test_a_certificate_change_is_an_event_and_degrades_until_it_is_served_
     )
 
     await client.post(probe_url, headers=OPERATOR)
-    degraded = await server_of(client, server_id)
+    degraded = await get_server(client, server_id)
     assert (degraded["state"], degraded["state_reason"], degraded["consecutive_successes"]) == (
         "degraded",
         "certificate_changed",
@@ -254,7 +236,7 @@ async def test_a_certificate_change_is_an_event_and_degrades_until_it_is_served_
     assert (await create(client, "u1")).status_code == 503  # degraded takes no new sessions
 
     await client.post(probe_url, headers=OPERATOR)
-    assert (await server_of(client, server_id))["state"] == "available"
+    assert (await get_server(client, server_id))["state"] == "available"
     assert await runtime.store.database[SERVER_EVENTS].count_documents({"kind": "certificate_changed"}) == 1
 
 
