@@ -24,7 +24,7 @@ from common.errors import Conflict, NoCapacity, NotFound, ValidationFailed
 
 from .config import RdpControllerSettings
 from .metrics import Metrics
-from .models import ID_PATTERN, Labels, StrictModel, check_labels
+from .models import Labels, StrictModel, check_labels, is_uuid
 from .storage.mongo import MongoStore, new_id, utcnow
 from .storage.redis import Lease, RedisCoordination, Reservation
 
@@ -162,7 +162,7 @@ class ConnectionManager:
                 logger.debug("Static server %s registered by another replica", request.name)
 
     async def get_document(self, server_id: str) -> dict[str, Any]:
-        document = await self.store.servers.get(server_id) if _is_id(server_id) else None
+        document = await self.store.servers.get(server_id) if is_uuid(server_id) else None
         if document is None:
             raise NotFound(f"server {server_id} not found", code="SERVER_NOT_FOUND")
         return document
@@ -313,7 +313,3 @@ class ConnectionManager:
 
 def _labels_match(server_labels: dict[str, str], wanted: dict[str, str]) -> bool:
     return all(server_labels.get(key) == value for key, value in wanted.items())
-
-
-def _is_id(value: str) -> bool:
-    return bool(re.fullmatch(ID_PATTERN, value))
