@@ -41,6 +41,10 @@ HOSTNAME_RE = re.compile(
 
 # Servers carrying this label (the warm pool's) are placed on only when a session is pinned to them.
 DEDICATED_LABEL = "dedicated"
+#: Said by the 503 NO_CAPACITY answer: how an operator adds a host to the pool.
+ADD_HOST_HINT = (
+    "add an RDP host with POST /api/v1/servers (operator role) or list it in RDP_CONTROLLER_SERVERS"
+)
 
 
 class ServerState(StrEnum):
@@ -285,8 +289,10 @@ class ConnectionManager:
             if await self._reserve(server, session_id, user_id, limit) is Reservation.RESERVED:
                 return server
         raise NoCapacity(
-            "no available server has a free slot" + (f" with labels {labels}" if labels else ""),
-            details={"servers_considered": len(candidates)},
+            "no available server has a free slot"
+            + (f" with labels {labels}" if labels else "")
+            + f"; {ADD_HOST_HINT}",
+            details={"servers_considered": len(candidates), "hint": ADD_HOST_HINT},
         )
 
     async def _reserve(

@@ -134,7 +134,10 @@ async def test_labels_must_all_match() -> None:
     assert await place(manager(servers, coordination), labels={"gpu": "yes", "region": "eu"}) == "b"
     with pytest.raises(NoCapacity) as caught:
         await place(manager(servers, coordination), labels={"gpu": "no"})
-    assert caught.value.details == {"servers_considered": 0}
+    assert caught.value.details["servers_considered"] == 0
+    hint = caught.value.details["hint"]  # the answer says how to add a host
+    assert "POST /api/v1/servers" in hint and "RDP_CONTROLLER_SERVERS" in hint
+    assert hint in caught.value.message
 
 
 async def test_full_servers_are_skipped_and_a_lost_race_moves_on() -> None:
