@@ -24,8 +24,11 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
 		echo "make: cannot create $(VENV): on Debian install the venv module: apt-get install python3-venv"; exit 1; }
 	@echo "make: installing the project and its dev dependencies into $(VENV) (first run: a minute or two)"
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	@$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	@# setuptools' note that every editable install with a package-dir mapping gets is not a problem: hidden.
+	@PYTHONWARNINGS='ignore:Editable installation:UserWarning' \
+		$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@echo "make: $(VENV) is ready"
 	@touch $(STAMP)
 
 DEV_SECRET := .devstack/jwt-secret
