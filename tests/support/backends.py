@@ -78,8 +78,8 @@ def docker_engine_answers() -> bool:
 
 
 def _start_containers() -> Backends:
-    from testcontainers.mongodb import MongoDbContainer
-    from testcontainers.redis import RedisContainer
+    from testcontainers.community.mongodb import MongoDbContainer
+    from testcontainers.community.redis import RedisContainer
 
     mongo = MongoDbContainer(MONGO_IMAGE)
     redis = RedisContainer(REDIS_IMAGE)

@@ -26,7 +26,7 @@ from tests.unit.deploy.deploy_files import (
 )
 
 APP_PORT = 8092
-HEALTH_PORT = re.compile(r"connect_ex\(\('127\.0\.0\.1',\s*(\d+)\)\)")
+HEALTH_PROBE = ["/usr/bin/python3.11", "-m", "rdp_controller.healthcheck"]
 
 
 def hadolint_binary() -> str:
@@ -195,12 +195,15 @@ def test_port_is_the_settings_default_everywhere(
 
     health = only(runtime, "HEALTHCHECK").args
     image_probe = exec_form(health[health.index("CMD") + 3 :].strip())
-    assert image_probe[0] == "/usr/bin/python3.11"
-    assert HEALTH_PORT.findall(image_probe[-1]) == [str(default_port)]
+    # The probe reads RDP_CONTROLLER_PORT itself (no port in the command) and asks GET /health.
+    assert image_probe == HEALTH_PROBE
+    module = ROOT / "rdp-controller" / "healthcheck.py"
+    assert module.is_file()
+    source = module.read_text(encoding="utf-8")
+    assert "RDP_CONTROLLER_PORT" in source and f"DEFAULT_PORT = {default_port}" in source
 
     compose_probe = controller_service["healthcheck"]["test"]
-    assert compose_probe[:2] == ["CMD", "/usr/bin/python3.11"]
-    assert compose_probe[-1] == image_probe[-1], "the compose and image health checks are the same probe"
+    assert compose_probe == ["CMD", *HEALTH_PROBE], "the compose and image health checks are the same probe"
     assert controller_service["ports"] == [f"{default_port}:{default_port}"]
     environment = dict(item.split("=", 1) for item in controller_service["environment"])
     assert environment["RDP_CONTROLLER_PORT"] == str(default_port)
@@ -327,6 +330,6 @@ def python_snippets(dockerfile: list[Instruction]) -> list[str]:
 
 def test_python_run_at_build_and_health_check_time_compiles(dockerfile: list[Instruction]) -> None:
     snippets = python_snippets(dockerfile)
-    assert len(snippets) == 4, "builder check, runtime package check, runtime source check, health check"
+    assert len(snippets) == 3, "builder check, runtime package check, runtime source check"
     for snippet in snippets:
         compile(snippet, "<Dockerfile python -c>", "exec")
