@@ -13,13 +13,23 @@ Run a command against the stack (``--`` separates it)::
 The command gets ``MONGODB_URL``, ``REDIS_URL`` and ``LUCID_ENV=development`` in its
 environment. When ``MONGODB_URL`` and ``REDIS_URL`` are both set already, those are used and
 nothing is started. Ctrl-C stops the command, then the stack.
+
+An RDP host too, when Debian's ``xrdp`` is installed and usable (as root): a foreground xrdp
+(:class:`common.xrdp.XrdpServer`) on a loopback port, TLS with the snakeoil certificate, its
+config, log and pid file in a scratch folder, added to the command's ``RDP_CONTROLLER_SERVERS``
+as the static server ``devstack-xrdp`` so the first session create finds a host. Its port is
+kept in ``.devstack/xrdp-port`` (unless ``--memory``), so the pool MongoDB remembers stays one
+host across runs. Without xrdp one line says how to install it and the stack runs without a
+host; ``--no-rdp-host`` leaves it out.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -31,6 +41,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+
+from common.xrdp import INSTALL_HINT, XrdpError, XrdpServer, find_xrdp, unusable_reason
 
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 10.0
@@ -248,6 +260,110 @@ class EmbeddedStack:
         self.stop()
 
 
+RDP_HOST_NAME = "devstack-xrdp"
+RDP_HOST_CAPACITY = 10
+ADD_HOST_HINT = "add a host with POST /api/v1/servers or RDP_CONTROLLER_SERVERS"
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _rdp_host_port(state_file: Path | None) -> int:
+    """The port kept in ``state_file`` while it is free, else a new free port (then kept there)."""
+    if state_file is not None:
+        with contextlib.suppress(OSError, ValueError):
+            kept = int(state_file.read_text().strip())
+            if 0 < kept < 65536 and _port_is_free(kept):
+                return kept
+    port = free_port()
+    if state_file is not None:
+        with contextlib.suppress(OSError):
+            state_file.parent.mkdir(parents=True, exist_ok=True)
+            state_file.write_text(f"{port}\n")
+    return port
+
+
+class DevRdpHost:
+    """The dev stack's xrdp: a scratch folder and an :class:`XrdpServer` that dies with its parent."""
+
+    def __init__(self, binary: str, port_file: Path | None) -> None:
+        self._workdir = tempfile.TemporaryDirectory(prefix="lucid-devstack-xrdp-")
+        try:
+            self.server = XrdpServer(
+                binary,
+                Path(self._workdir.name),
+                security="negotiate",
+                port=_rdp_host_port(port_file),
+                start_timeout=START_TIMEOUT_SECONDS,
+                stop_timeout=STOP_TIMEOUT_SECONDS,
+                preexec_fn=_die_with_parent,
+            )
+        except BaseException:
+            self._workdir.cleanup()
+            raise
+
+    @property
+    def static_server(self) -> dict[str, object]:
+        """The entry of ``RDP_CONTROLLER_SERVERS`` that registers this host."""
+        return {
+            "name": RDP_HOST_NAME,
+            "address": "127.0.0.1",
+            "port": self.server.port,
+            "capacity": RDP_HOST_CAPACITY,
+            "labels": {"origin": "devstack"},
+        }
+
+    def stop(self) -> None:
+        self.server.stop()
+        self._workdir.cleanup()
+
+
+def _spawn_rdp_host(port_file: Path | None) -> DevRdpHost | None:
+    """Spawn xrdp when it is installed and usable, else print why not (one line) and return None."""
+    binary = find_xrdp()
+    if binary is None:
+        print(f"devstack: no RDP host: xrdp is not installed ({INSTALL_HINT}); {ADD_HOST_HINT}")
+        return None
+    reason = unusable_reason()
+    if reason is not None:
+        print(f"devstack: no RDP host: {reason}; run as root, or {ADD_HOST_HINT}")
+        return None
+    try:
+        host = DevRdpHost(binary, port_file)
+        host.server.spawn()
+    except (XrdpError, OSError, subprocess.SubprocessError) as exc:
+        print(f"devstack: no RDP host: xrdp did not start: {str(exc).splitlines()[0]}; {ADD_HOST_HINT}")
+        return None
+    return host
+
+
+def _with_static_server(env: dict[str, str], server: dict[str, object]) -> str | None:
+    """``RDP_CONTROLLER_SERVERS`` of ``env`` with ``server`` appended; None when it is not a JSON list."""
+    try:
+        listed = json.loads(env.get("RDP_CONTROLLER_SERVERS", "").strip() or "[]")
+    except ValueError:
+        return None
+    if not isinstance(listed, list):
+        return None
+    kept = [s for s in listed if not (isinstance(s, dict) and s.get("name") == server["name"])]
+    return json.dumps([*kept, server])
+
+
+def _relay_line(env: dict[str, str]) -> str | None:
+    port = env.get("RDP_CONTROLLER_RELAY_PORT", "").strip()
+    if not port or port == "0":
+        return None
+    bind = env.get("RDP_CONTROLLER_RELAY_BIND", "") or "0.0.0.0"
+    public = env.get("RDP_CONTROLLER_RELAY_PUBLIC_ADDRESS", "") or f"{bind}:{port}"
+    return f"devstack: RDP relay on {bind}:{port} (in the service); .rdp files name {public}"
+
+
 def _run_child(command: Sequence[str], env: dict[str, str]) -> int:
     child = subprocess.Popen(list(command), env=env, process_group=0)  # Ctrl-C reaches it once: forwarded
 
@@ -276,6 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--service-port", type=int, default=None, help="port of the service, to print its URLs"
     )
+    parser.add_argument("--no-rdp-host", action="store_true", help="do not start xrdp as the pool's RDP host")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -285,31 +402,67 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = dict(os.environ)
     env.setdefault("LUCID_ENV", "development")
     stack: EmbeddedStack | None = None
-    if env.get("MONGODB_URL") and env.get("REDIS_URL"):
-        print(f"devstack: using MONGODB_URL and REDIS_URL from the environment ({env['LUCID_ENV']} mode)")
-    else:
-        print(
-            "devstack: starting the embedded MongoDB-compatible server (SecantusDB) and Redis ...", flush=True
-        )
-        stack = EmbeddedStack(None if args.memory else args.data_dir)
-        try:
-            stack.start()
-        except DevStackError as exc:
-            print(f"devstack: {exc}", file=sys.stderr)
-            return 1
-        env["MONGODB_URL"], env["REDIS_URL"] = stack.mongodb_url, stack.redis_url
-        print(f"devstack: MongoDB-compatible server {stack.mongodb_url}")
-        print(f"devstack: Redis {stack.redis_url}")
-    if args.service_port:
-        base = f"http://127.0.0.1:{args.service_port}"
-        print(f"devstack: service {base}  API docs {base}/docs  health {base}/health  (Ctrl-C stops)")
-    sys.stdout.flush()
+    rdp_host: DevRdpHost | None = None
     try:
+        if not args.no_rdp_host:  # xrdp starts while the backends do
+            rdp_host = _spawn_rdp_host(None if args.memory else args.data_dir.parent / "xrdp-port")
+        if env.get("MONGODB_URL") and env.get("REDIS_URL"):
+            print(f"devstack: using MONGODB_URL and REDIS_URL from the environment ({env['LUCID_ENV']} mode)")
+        else:
+            print(
+                "devstack: starting the embedded MongoDB-compatible server (SecantusDB) and Redis ...",
+                flush=True,
+            )
+            stack = EmbeddedStack(None if args.memory else args.data_dir)
+            try:
+                stack.start()
+            except DevStackError as exc:
+                print(f"devstack: {exc}", file=sys.stderr)
+                return 1
+            env["MONGODB_URL"], env["REDIS_URL"] = stack.mongodb_url, stack.redis_url
+            print(f"devstack: MongoDB-compatible server {stack.mongodb_url}")
+            print(f"devstack: Redis {stack.redis_url}")
+        if rdp_host is not None:
+            rdp_host = _await_rdp_host(rdp_host, env)
+        relay = _relay_line(env)
+        if relay:
+            print(relay)
+        if args.service_port:
+            base = f"http://127.0.0.1:{args.service_port}"
+            print(f"devstack: service {base}  API docs {base}/docs  health {base}/health  (Ctrl-C stops)")
+        sys.stdout.flush()
         return _run_child(command, env)
     finally:
-        if stack is not None:
+        if stack is not None or rdp_host is not None:
             print("devstack: stopping the embedded servers", flush=True)
+        if rdp_host is not None:
+            rdp_host.stop()
+        if stack is not None:
             stack.stop()
+
+
+def _await_rdp_host(host: DevRdpHost, env: dict[str, str]) -> DevRdpHost | None:
+    """Wait for the spawned xrdp and register it in ``env``; None (and one line) when it failed."""
+    server = host.server
+    try:
+        server.wait_until_listening()
+    except XrdpError as exc:
+        print(f"devstack: no RDP host: {str(exc).splitlines()[0]}; {ADD_HOST_HINT}")
+        host.stop()
+        return None
+    merged = _with_static_server(env, host.static_server)
+    if merged is None:
+        print(
+            "devstack: RDP_CONTROLLER_SERVERS from the environment is not a JSON list: "
+            f"the embedded xrdp on 127.0.0.1:{server.port} is not added to it"
+        )
+    else:
+        env["RDP_CONTROLLER_SERVERS"] = merged
+    print(
+        f"devstack: RDP host xrdp 127.0.0.1:{server.port} (TLS, snakeoil certificate), "
+        f"static server {RDP_HOST_NAME!r} (RDP_CONTROLLER_SERVERS)"
+    )
+    return host
 
 
 if __name__ == "__main__":
