@@ -20,7 +20,7 @@ from typing import Protocol
 from pymongo.errors import DuplicateKeyError, PyMongoError
 from redis.exceptions import RedisError
 
-from common.errors import Conflict, NotFound, ValidationFailed
+from common.errors import Conflict, NoCapacity, NotFound, ValidationFailed
 
 from .config import RdpControllerSettings
 from .connection_manager import ConnectionManager
@@ -155,7 +155,7 @@ class SessionController:
         try:
             if request.session_config.dedicated_server:
                 if self.dedicated is None:
-                    raise Conflict(
+                    raise NoCapacity(  # 503, like the warm pool's: the capability is unavailable
                         "dedicated servers need the rdp-server-manager integration (RDP_SERVER_MANAGER_URL)",
                         code="DEDICATED_UNAVAILABLE",
                         details={"field": "session_config.dedicated_server"},
