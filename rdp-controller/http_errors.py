@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from common.errors import LucidError, RateLimited
 
-from .middleware import BodyTooLarge
+from .middleware import BodyTooLarge, allowed_methods
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ async def _validation(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "VALIDATION_ERROR", summary, {"errors": errors})
 
 
-async def _http(_request: Request, exc: Exception) -> JSONResponse:
+async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     cause = exc.__cause__
     unparsable = _UNPARSABLE_JSON.get(type(cause)) if exc.status_code == 400 and cause is not None else None
@@ -98,8 +98,14 @@ async def _http(_request: Request, exc: Exception) -> JSONResponse:
         return error_response(422, "VALIDATION_ERROR", f"body: {message}", {"errors": errors})
     code = HTTP_CODES.get(exc.status_code, f"HTTP_{exc.status_code}")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ").lower()
-    details = {"max_bytes": exc.max_bytes} if isinstance(exc, BodyTooLarge) else None
+    details: dict[str, Any] | None = {"max_bytes": exc.max_bytes} if isinstance(exc, BodyTooLarge) else None
     headers = dict(exc.headers) if exc.headers else None
+    if exc.status_code == 405:
+        # Starlette's Allow names the methods of one route of the path; list those of all of them.
+        allowed = allowed_methods(request.app.router.routes, request.scope)
+        if allowed:
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+            details = {"allowed": allowed}
     return error_response(exc.status_code, code, message, details, headers)
 
 

@@ -22,7 +22,7 @@ from common.log import setup_logging
 from . import __version__
 from .config import RdpControllerSettings, load_config
 from .http_errors import install_error_handlers
-from .middleware import BodySizeLimit
+from .middleware import BodySizeLimit, OptionsAllow
 from .routes import connections, servers, sessions, system
 from .runtime import Runtime
 
@@ -79,6 +79,7 @@ def create_app(settings: RdpControllerSettings | None = None) -> FastAPI:
 
         app.openapi = custom_openapi  # type: ignore[method-assign]
     install_error_handlers(app)
+    app.add_middleware(OptionsAllow)
     app.add_middleware(BodySizeLimit, max_bytes=settings.RDP_CONTROLLER_MAX_BODY_BYTES)
     for module in (system, sessions, servers, connections):
         app.include_router(module.router)

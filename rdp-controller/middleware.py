@@ -1,11 +1,16 @@
-"""Request body size limit as plain ASGI middleware: refuses before the body is read whole."""
+"""Plain ASGI middleware: the request body size limit, and ``OPTIONS`` answered from the route table."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 
 from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# The methods an ``Allow`` can list, in its order.
+METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def too_large_message(max_bytes: int) -> str:
@@ -75,3 +80,55 @@ class BodySizeLimit:
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def served_methods(routes: Iterable[BaseRoute], scope: Scope) -> list[str]:
+    """The methods some route serves at the request's path (in ``METHOD_ORDER``); empty for an unknown path.
+
+    Every route is asked, once per method, through the public ``BaseRoute.matches``, so included
+    routers (nested, prefixed) are asked like plain routes.
+    """
+    base = {key: value for key, value in scope.items() if key != "fastapi"}  # FastAPI's per-request state
+    return [
+        method
+        for method in METHOD_ORDER
+        if any(route.matches({**base, "type": "http", "method": method})[0] is Match.FULL for route in routes)
+    ]
+
+
+def allowed_methods(routes: Iterable[BaseRoute], scope: Scope) -> list[str]:
+    """``Allow`` for the request's path: every method its routes serve, and ``OPTIONS`` (``OptionsAllow``).
+
+    Starlette answers a method a path does not serve with the ``Allow`` of the first route whose
+    path matches; FastAPI makes one route per method, so that named one method of several.
+    """
+    served = served_methods(routes, scope)
+    if not served:
+        return []
+    return served if "OPTIONS" in served else [*served, "OPTIONS"]
+
+
+class OptionsAllow:
+    """``OPTIONS`` on a path the app serves: 204 with ``Allow`` listing every method of the path.
+
+    No token is needed (the answer is the same for everyone and names no resource: the path's
+    parameters are not looked up). A path the app does not serve goes on to the router (404), and
+    so would one with a route of its own for ``OPTIONS`` (the app has none).
+    """
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "OPTIONS" or "app" not in scope:
+            await self.app(scope, receive, send)
+            return
+        routes = scope["app"].router.routes
+        served = served_methods(routes, scope)
+        if not served or "OPTIONS" in served:
+            await self.app(scope, receive, send)
+            return
+        methods = allowed_methods(routes, scope)
+        headers = [(b"allow", ", ".join(methods).encode())]
+        await send({"type": "http.response.start", "status": 204, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
