@@ -83,6 +83,8 @@ def render_rdp_file(
     color_depth: int = 32,
     audio_mode: AudioMode = AudioMode.PLAY_ON_CLIENT,
     redirect_clipboard: bool = True,
+    redirect_printers: bool = False,
+    redirect_smartcards: bool = False,
     drives: str = "",
     authentication_level: AuthenticationLevel = AuthenticationLevel.WARN,
     prompt_for_credentials: bool = False,
@@ -104,6 +106,9 @@ def render_rdp_file(
         f"full address:s:{_full_address(host, port)}",
         f"audiomode:i:{_int_in('audiomode', audio_mode, 0, 2)}",
         f"redirectclipboard:i:{int(bool(redirect_clipboard))}",
+        # Written always: mstsc redirects printers and smart cards unless told not to.
+        f"redirectprinters:i:{int(bool(redirect_printers))}",
+        f"redirectsmartcards:i:{int(bool(redirect_smartcards))}",
         f"drivestoredirect:s:{_text('drivestoredirect', drives)}",
         f"authentication level:i:{_int_in('authentication level', authentication_level, 0, 3)}",
         f"prompt for credentials:i:{int(bool(prompt_for_credentials))}",

@@ -105,6 +105,24 @@ class RdpControllerSettings(BaseSettings):
     RDP_CONTROLLER_MAX_BODY_BYTES: int = Field(default=65536, ge=1024, le=10 * 1024 * 1024)
     RDP_CONTROLLER_CONNECTION_TOKEN_TTL: int = Field(default=120, ge=10, le=3600)
 
+    # RDP relay (the controller on the connection path; 0 = off, "direct" mode)
+    RDP_CONTROLLER_RELAY_PORT: int = Field(
+        default=3389, ge=0, le=65535, description="RDP relay listener port; 0 switches the relay off"
+    )
+    RDP_CONTROLLER_RELAY_BIND: str = Field(
+        default="0.0.0.0", pattern=r"^[0-9A-Fa-f.:]{2,45}$", description="Address the relay listens on"
+    )
+    RDP_CONTROLLER_RELAY_PUBLIC_ADDRESS: str = Field(
+        default="",
+        pattern=r"^$|^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]{1,253}):[0-9]{1,5}$",
+        description="host:port clients are told to use; empty = 127.0.0.1:<port> (not in production)",
+    )
+    RDP_CONTROLLER_RELAY_HANDSHAKE_TIMEOUT: float = Field(default=10.0, gt=0, le=120)
+    RDP_CONTROLLER_RELAY_CONNECT_TIMEOUT: float = Field(default=5.0, gt=0, le=120)
+    RDP_CONTROLLER_RELAY_MAX_CONNECTIONS: int = Field(default=2000, ge=1, le=100_000)
+    RDP_CONTROLLER_RELAY_FAILURES_PER_MINUTE: int = Field(default=20, ge=0, le=100_000, description="0 = off")
+    RDP_CONTROLLER_ACTIVITY_FLUSH_SECONDS: float = Field(default=30.0, gt=0, le=3600)
+
     # Sessions
     RDP_CONTROLLER_MAX_SESSIONS_PER_USER: int = Field(default=3, ge=1, le=1000)
     RDP_CONTROLLER_IDLE_TIMEOUT: int = Field(default=1800, ge=1, le=7 * 86400)
@@ -127,6 +145,17 @@ class RdpControllerSettings(BaseSettings):
     def is_production(self) -> bool:
         return self.LUCID_ENV == "production"
 
+    @property
+    def relay_enabled(self) -> bool:
+        return self.RDP_CONTROLLER_RELAY_PORT != 0
+
+    @property
+    def relay_public_address(self) -> tuple[str, int]:
+        """Where clients are told to connect: ``RDP_CONTROLLER_RELAY_PUBLIC_ADDRESS`` as (host, port)."""
+        value = self.RDP_CONTROLLER_RELAY_PUBLIC_ADDRESS or f"127.0.0.1:{self.RDP_CONTROLLER_RELAY_PORT}"
+        host, _, port = value.rpartition(":")
+        return host.strip("[]"), int(port)
+
     def problems(self) -> list[str]:
         """What stops this configuration from running; each message names the variable and the fix."""
         found: list[str] = []
@@ -145,8 +174,16 @@ class RdpControllerSettings(BaseSettings):
                 found.append(f"{name} is required: set it in the environment or the config file")
             elif self.is_production and is_loopback_url(value):
                 found.append(loopback_error(name, example))
+        public = self.RDP_CONTROLLER_RELAY_PUBLIC_ADDRESS
+        if public and not 1 <= int(public.rpartition(":")[2]) <= 65535:
+            found.append(f"RDP_CONTROLLER_RELAY_PUBLIC_ADDRESS ({public}): the port must be 1..65535")
         if not self.is_production:
             return found
+        if self.relay_enabled and not public:
+            found.append(
+                "RDP_CONTROLLER_RELAY_PUBLIC_ADDRESS is required in production while the relay is on: "
+                "the host:port RDP clients reach the relay at (RDP_CONTROLLER_RELAY_PORT=0: direct mode)"
+            )
         for name, example in INTEGRATION_URLS.items():
             value = getattr(self, name)
             if value and is_loopback_url(value):

@@ -11,8 +11,9 @@ from .connection_manager import ConnectionManager, ServerState
 from .integration import Integrations
 from .integration.rdp_monitor_client import RdpMonitorClient
 from .integration.service_base import ServiceError
-from .metrics import LATENCY_BUCKETS, Metrics
+from .metrics import Histogram, Metrics
 from .models import FINAL_STATUSES, LIVE_STATUSES, SessionStatus, TerminationReason
+from .relay import RdpRelay
 from .schema_validator import SchemaValidator
 from .session_controller import SessionController
 from .session_states import Document
@@ -41,6 +42,7 @@ class Insights:
         schemas: SchemaValidator,
         *,
         peer_timeout: float,
+        relay: RdpRelay,
     ):
         self.store = store
         self.sessions = sessions
@@ -48,6 +50,7 @@ class Insights:
         self.metrics = metrics
         self.schemas = schemas
         self.peer_timeout = peer_timeout
+        self.relay = relay
         self.monitor: RdpMonitorClient | None = None  # set by the runtime when RDP_MONITOR_URL is set
         self.integration: Integrations | None = None
 
@@ -141,6 +144,7 @@ class Insights:
                 "leases": sum(s["live_sessions"] for s in servers),
             },
             "connections": {"open": await self.store.connections.count_open()},
+            "relay": self.relay.figures(),
             "counters": counters,
             "placement_latency_seconds": {
                 "count": latency.count,
@@ -171,6 +175,23 @@ def prometheus_text(snapshot: Document, metrics: Metrics) -> str:
         f"# TYPE {p}_open_connections gauge",
         f"{p}_open_connections {snapshot['connections']['open']}",
     ]
+    relay = snapshot["relay"]
+    lines += [
+        f"# HELP {p}_relay_connections Client connections this replica relays now.",
+        f"# TYPE {p}_relay_connections gauge",
+        f"{p}_relay_connections {relay['connections']}",
+        f"# HELP {p}_relay_handshakes_total Relay handshakes by outcome.",
+        f"# TYPE {p}_relay_handshakes_total counter",
+    ]
+    lines += [f'{p}_relay_handshakes_total{{outcome="{k}"}} {v}' for k, v in relay["handshakes"].items()]
+    lines += [
+        f"# HELP {p}_relay_bytes_total Bytes relayed, by direction.",
+        f"# TYPE {p}_relay_bytes_total counter",
+    ]
+    lines += [f'{p}_relay_bytes_total{{direction="{k}"}} {v}' for k, v in relay["bytes"].items()]
+    lines += _histogram_lines(
+        f"{p}_relay_connection_seconds", "Durations of closed relayed connections.", metrics.relay_durations
+    )
     for name, value in snapshot["counters"].items():
         lines.append(f"# TYPE {p}_{name}_total counter")
         if isinstance(value, dict):
@@ -178,16 +199,21 @@ def prometheus_text(snapshot: Document, metrics: Metrics) -> str:
             lines += [f'{p}_{name}_total{{{label}="{k}"}} {v}' for k, v in value.items()]
         else:
             lines.append(f"{p}_{name}_total {value}")
-    histogram = metrics.placement_latency
-    lines += [
-        f"# HELP {p}_placement_latency_seconds Time to choose a server and reserve a slot.",
-        f"# TYPE {p}_placement_latency_seconds histogram",
-    ]
-    cumulative = 0
-    for bound, count in zip(LATENCY_BUCKETS, histogram.counts, strict=False):
-        cumulative += count
-        lines.append(f'{p}_placement_latency_seconds_bucket{{le="{bound}"}} {cumulative}')
-    lines.append(f'{p}_placement_latency_seconds_bucket{{le="+Inf"}} {histogram.count}')
-    lines.append(f"{p}_placement_latency_seconds_sum {histogram.total}")
-    lines.append(f"{p}_placement_latency_seconds_count {histogram.count}")
+    lines += _histogram_lines(
+        f"{p}_placement_latency_seconds",
+        "Time to choose a server and reserve a slot.",
+        metrics.placement_latency,
+    )
     return "\n".join(lines) + "\n"
+
+
+def _histogram_lines(name: str, help_text: str, histogram: Histogram) -> list[str]:
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
+    cumulative = 0
+    for bound, count in zip(histogram.buckets, histogram.counts, strict=False):
+        cumulative += count
+        lines.append(f'{name}_bucket{{le="{bound}"}} {cumulative}')
+    lines.append(f'{name}_bucket{{le="+Inf"}} {histogram.count}')
+    lines.append(f"{name}_sum {histogram.total}")
+    lines.append(f"{name}_count {histogram.count}")
+    return lines

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 
 # Placement latency buckets in seconds (Prometheus histogram).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# Relayed connection durations in seconds: a second to a day.
+DURATION_BUCKETS = (1.0, 10.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0, 28800.0, 86400.0)
 
 
 class Histogram:
@@ -38,6 +40,11 @@ class Histogram:
                 return self.buckets[index]
         return float("inf")
 
+    def bounded_quantile(self, q: float) -> float | None:
+        """``quantile`` with the overflow bucket reported as the largest bound (JSON has no infinity)."""
+        value = self.quantile(q)
+        return self.buckets[-1] if value == float("inf") else value
+
 
 class Metrics:
     """Counters keyed by name and label; thread-safe enough for one event loop plus threads."""
@@ -46,6 +53,7 @@ class Metrics:
         self._lock = threading.Lock()
         self.counters: Counter[tuple[str, str]] = Counter()
         self.placement_latency = Histogram()
+        self.relay_durations = Histogram(DURATION_BUCKETS)
 
     def inc(self, name: str, label: str = "", amount: int = 1) -> None:
         with self._lock:

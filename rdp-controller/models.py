@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$"
+HOST_USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@\\-]{0,103}$"
 LABEL_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 RESOLUTION_RE = re.compile(r"^(\d{3,5})x(\d{3,5})$")
 ID_RE = re.compile(ID_PATTERN)
@@ -81,6 +82,12 @@ class SessionConfig(StrictModel):
     clipboard_enabled: bool = True
     file_transfer_enabled: bool = False
     printer_enabled: bool = False
+    smartcard_enabled: bool = False
+    host_username: str | None = Field(
+        default=None,
+        pattern=HOST_USERNAME_PATTERN,
+        description="Account name on the RDP host, prefilled in the .rdp file (the user_id is not one)",
+    )
     idle_timeout: int | None = Field(default=None, ge=1, le=7 * 86400)
     session_timeout: int | None = Field(default=None, ge=1, le=30 * 86400)
     disconnect_timeout: int | None = Field(default=None, ge=1, le=7 * 86400)
@@ -169,7 +176,15 @@ class SessionPage(BaseModel):
     next_cursor: str | None
 
 
+class ConnectionMode(StrEnum):
+    RELAY = "relay"
+    DIRECT = "direct"
+
+
 class ConnectionDescriptor(BaseModel):
+    """Where a client connects: the relay (``relay`` mode) or the host itself (``direct`` mode)."""
+
+    mode: ConnectionMode
     session_id: str
     connection_id: str
     server_id: str

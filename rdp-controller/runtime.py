@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -29,6 +31,8 @@ from .health_monitor import HealthMonitor
 from .insights import Insights
 from .integration import build_integrations
 from .metrics import Metrics
+from .relay import RdpRelay
+from .relayed_connections import RelayedConnections
 from .schema_validator import SchemaValidator
 from .server_pool import ServerPool
 from .session_controller import SessionController
@@ -68,8 +72,12 @@ class Runtime:
         self.connection_tokens = ConnectionTokenStore(self.redis, key_prefix=f"{prefix}:conntoken:")
         self.connections = ConnectionManager(self.store, self.coordination, settings, self.metrics)
         self.descriptors = DescriptorIssuer(
-            self.connection_tokens, self.connections, token_ttl=settings.RDP_CONTROLLER_CONNECTION_TOKEN_TTL
+            self.connection_tokens,
+            self.connections,
+            token_ttl=settings.RDP_CONTROLLER_CONNECTION_TOKEN_TTL,
+            relay_address=settings.relay_public_address if settings.relay_enabled else None,
         )
+        self.relayed = RelayedConnections(self.redis, channel=f"{prefix}:relay:close")
         self.background = Background(self.coordination)
         self.mongo_ready = asyncio.Event()
         self.integration = build_integrations(
@@ -85,6 +93,16 @@ class Runtime:
             self.metrics,
             hooks=self.integration.hooks,
             dedicated=self.integration.warm_pool,
+            closer=self.relayed,
+        )
+        self.relay = RdpRelay(
+            settings,
+            self.sessions,
+            self.connection_tokens,
+            self.relayed,
+            self.redis,
+            self.metrics,
+            relay_id=f"{socket.gethostname()}:{os.getpid()}",
         )
         self.pool = ServerPool(self.connections, self.sessions)
         self.health_monitor = HealthMonitor(self.connections, self.pool, settings, self.metrics)
@@ -95,6 +113,7 @@ class Runtime:
             self.metrics,
             self.schemas,
             peer_timeout=settings.BACKEND_TIMEOUT_SECONDS,
+            relay=self.relay,
         )
         self.insights.monitor = self.integrations.rdp_monitor
         self.insights.integration = self.integration
@@ -112,6 +131,16 @@ class Runtime:
         ]
         for name, body, interval in leader_loops:
             self.background.spawn(name, body, interval=interval, leader=True, wait_for=self.mongo_ready)
+        if settings.relay_enabled:
+            await self.relay.start()
+            relay_loops: list[tuple[str, Callable[[], Awaitable[object]], float]] = [
+                ("relay_close_listener", self.relayed.listen_once, 0.0),
+                ("relay_activity", self.relay.flush_activity, settings.RDP_CONTROLLER_ACTIVITY_FLUSH_SECONDS),
+                ("relay_sweep", self.relay.sweep_final, settings.RDP_CONTROLLER_REAPER_INTERVAL),
+            ]
+            for name, body, interval in relay_loops:
+                needs_mongo = self.mongo_ready if name != "relay_close_listener" else None
+                self.background.spawn(name, body, interval=interval, leader=False, wait_for=needs_mongo)
         await self.integration.start()
 
     async def _bootstrap(self) -> None:
@@ -129,6 +158,7 @@ class Runtime:
             logger.warning("First reconcile deferred to the reconciler loop: %s", exc)
 
     async def stop(self) -> None:
+        await self.relay.stop()
         await self.background.stop()
         await self.integration.close()
         await self.redis.aclose()

@@ -14,13 +14,13 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from pymongo.errors import DuplicateKeyError, PyMongoError
 from redis.exceptions import RedisError
 
-from common.errors import Conflict, NoCapacity, NotFound, ValidationFailed
+from common.errors import Conflict, LucidError, NoCapacity, NotFound, ValidationFailed
 
 from .config import RdpControllerSettings
 from .connection_manager import ConnectionManager
@@ -29,6 +29,7 @@ from .metrics import Metrics
 from .models import (
     FINAL_STATUSES,
     ConnectionDescriptor,
+    ConnectionMode,
     CreateSessionRequest,
     SessionConfig,
     SessionStatus,
@@ -72,6 +73,12 @@ class DedicatedServers(Protocol):
         ...
 
 
+class ConnectionCloser(Protocol):
+    """Closes a session's relayed client connections on whichever replica holds them."""
+
+    async def close(self, session_id: str, *, keep: str | None = None, why: str = "closed") -> None: ...
+
+
 class NoHooks:
     async def on_transition(
         self,
@@ -81,6 +88,30 @@ class NoHooks:
         reason: str | None,
     ) -> None:
         return None
+
+
+def _check_connectable(status: SessionStatus) -> None:
+    if status is S.SUSPENDED:
+        raise Conflict(
+            "session is suspended: use POST .../reconnect",
+            code="INVALID_TRANSITION",
+            details={"from": status.value, "to": "active", "allowed": ["active (reconnect)", "terminated"]},
+        )
+    if status not in (S.READY, S.ACTIVE, S.IDLE):
+        raise invalid_transition(status, S.ACTIVE)
+
+
+def _check_suspended(status: SessionStatus) -> None:
+    if status is not S.SUSPENDED:
+        raise Conflict(
+            f"only a suspended session can be reconnected; this one is {status.value}",
+            code="INVALID_TRANSITION",
+            details={
+                "from": status.value,
+                "to": "active",
+                "allowed": sorted(t.value for t in TRANSITIONS[status]),
+            },
+        )
 
 
 class SessionController:
@@ -96,6 +127,7 @@ class SessionController:
         metrics: Metrics,
         hooks: LifecycleHooks | None = None,
         dedicated: DedicatedServers | None = None,
+        closer: ConnectionCloser | None = None,
     ):
         self.store = store
         self.coordination = coordination
@@ -105,6 +137,10 @@ class SessionController:
         self.metrics = metrics
         self.hooks: LifecycleHooks = hooks or NoHooks()
         self.dedicated = dedicated
+        self.closer = closer
+        # Relay mode: the relay moves sessions to active/suspended as it sees clients come and go.
+        # Direct mode: the API callers say so (connect, disconnect, activity).
+        self.relay_mode = descriptors.mode is ConnectionMode.RELAY
 
     # Reading ------------------------------------------------------------------------------
     async def get(self, session_id: str, *, owner: str | None = None) -> Document:
@@ -119,6 +155,9 @@ class SessionController:
     ) -> tuple[list[Document], str | None]:
         query = {key: value for key, value in filters.items() if value is not None}
         return await self.store.sessions.page(query, limit, cursor)
+
+    async def final_among(self, session_ids: list[str]) -> set[str]:
+        return await self.store.sessions.final_among(session_ids)
 
     async def events(self, session_id: str, *, owner: str | None, limit: int) -> list[Document]:
         await self.get(session_id, owner=owner)
@@ -283,6 +322,7 @@ class SessionController:
                 except RedisError as exc:
                     # The reconciler drops leases of final sessions; the lease also expires.
                     logger.warning("Lease of %s not released now: %s", document["session_id"], exc)
+            await self._end_connections(document["session_id"], why=f"session {to_status.value}")
             self.metrics.inc("sessions_terminated", reason or "")
         await self._record(document, from_status, to_status, reason, actor)
         await self.hooks.on_transition(document, from_status, to_status, reason)
@@ -312,6 +352,17 @@ class SessionController:
             await self.coordination.publish_event({**event, "at": event["at"].isoformat()})
         except RedisError as exc:
             logger.warning("Event %s not published on the stream: %s", event["event_id"], exc)
+
+    async def _end_connections(self, session_id: str, *, why: str) -> None:
+        """Close the session's relayed connection wherever it is, and revoke its unused tokens."""
+        try:
+            await self.descriptors.revoke(session_id)
+            if self.closer is not None:
+                await self.closer.close(session_id, why=why)
+        except (RedisError, LucidError) as exc:
+            # The relay's sweep closes connections of final sessions; tokens expire on their own
+            # and the relay refuses tokens of final sessions.
+            logger.warning("Connections of %s not closed through Redis now: %s", session_id, exc)
 
     async def terminate(
         self, session_id: str, *, owner: str | None, reason: TerminationReason, actor: str
@@ -359,7 +410,7 @@ class SessionController:
         return await self._apply(session_id, owner, decide, reason=None, actor=actor)
 
     async def rdp_file(self, session_id: str, *, owner: str | None) -> str:
-        """The ``.rdp`` file of a live session (without a token: connect issues those)."""
+        """The ``.rdp`` file of a live session; in relay mode it carries a fresh one-time token."""
         document = await self.get(session_id, owner=owner)
         status = SessionStatus(document["status"])
         if status in FINAL_STATUSES:
@@ -369,22 +420,17 @@ class SessionController:
     async def connect(
         self, session_id: str, *, owner: str | None, actor: str, client_address: str | None
     ) -> ConnectionDescriptor:
-        """A client is connecting: ready/idle become active; an active session gets a new connection."""
+        """A descriptor and one-time token for a ready, active or idle session.
+
+        Relay mode: nothing moves until the relay connects the client. Direct mode: the session
+        becomes active now, since the controller will not see the client.
+        """
+        if self.relay_mode:
+            return await self.descriptors.issue(await self._connectable(session_id, owner))
 
         def decide(current: Document) -> Decision:
             status, now = SessionStatus(current["status"]), utcnow()
-            if status is S.SUSPENDED:
-                raise Conflict(
-                    "session is suspended: use POST .../reconnect",
-                    code="INVALID_TRANSITION",
-                    details={
-                        "from": status.value,
-                        "to": "active",
-                        "allowed": ["active (reconnect)", "terminated"],
-                    },
-                )
-            if status not in (S.READY, S.ACTIVE, S.IDLE):
-                raise invalid_transition(status, S.ACTIVE)
+            _check_connectable(status)
             return S.ACTIVE, {
                 "connection_id": new_id() if current.get("started_at") else current["connection_id"],
                 "started_at": current.get("started_at") or now,
@@ -395,34 +441,43 @@ class SessionController:
         await self._open_connection(document, client_address)
         return await self.descriptors.issue(document)
 
+    async def _connectable(self, session_id: str, owner: str | None) -> Document:
+        document = await self.get(session_id, owner=owner)
+        _check_connectable(SessionStatus(document["status"]))
+        return document
+
     async def reconnect_with_descriptor(
         self, session_id: str, *, owner: str | None, actor: str
     ) -> ConnectionDescriptor:
         return await self.descriptors.issue(await self.reconnect(session_id, owner=owner, actor=actor))
 
     async def reconnect(self, session_id: str, *, owner: str | None, actor: str) -> Document:
-        """A suspended session goes back to its own server."""
+        """A suspended session goes back to its own server (its slot is renewed).
 
-        def decide(current: Document) -> Decision:
-            status = SessionStatus(current["status"])
-            if status is not S.SUSPENDED:
-                raise Conflict(
-                    f"only a suspended session can be reconnected; this one is {status.value}",
-                    code="INVALID_TRANSITION",
-                    details={
-                        "from": status.value,
-                        "to": "active",
-                        "allowed": sorted(t.value for t in TRANSITIONS[status]),
-                    },
-                )
-            return S.ACTIVE, {"connection_id": new_id(), "last_activity_at": utcnow(), "suspended_at": None}
+        Relay mode: it stays suspended until the relay connects the client with the new token.
+        """
+        if self.relay_mode:
+            document = await self.get(session_id, owner=owner)
+            _check_suspended(SessionStatus(document["status"]))
+        else:
 
-        document = await self._apply(session_id, owner, decide, reason="reconnected", actor=actor)
+            def decide(current: Document) -> Decision:
+                _check_suspended(SessionStatus(current["status"]))
+                return S.ACTIVE, {
+                    "connection_id": new_id(),
+                    "last_activity_at": utcnow(),
+                    "suspended_at": None,
+                }
+
+            document = await self._apply(session_id, owner, decide, reason="reconnected", actor=actor)
         await self.connections.reserve_existing(Lease(document["server_id"], document["user_id"], session_id))
-        await self._open_connection(document, None)
+        if not self.relay_mode:
+            await self._open_connection(document, None)
         return document
 
     async def disconnect(self, session_id: str, *, owner: str | None, actor: str) -> Document:
+        """Active or idle -> suspended; in relay mode the client's connection is closed too."""
+
         def decide(current: Document) -> Decision:
             status = SessionStatus(current["status"])
             if status not in (S.ACTIVE, S.IDLE):
@@ -431,6 +486,8 @@ class SessionController:
 
         document = await self._apply(session_id, owner, decide, reason="client_disconnected", actor=actor)
         await self.store.connections.close_open(session_id, utcnow())
+        if self.relay_mode:
+            await self._end_connections(session_id, why="disconnected by the API")
         return document
 
     async def record_activity(
@@ -452,24 +509,110 @@ class SessionController:
         await self.store.connections.record_activity(document["connection_id"], utcnow(), bytes_in, bytes_out)
         return document
 
-    async def _open_connection(self, document: Document, client_address: str | None) -> None:
+    # The relay's view of the wire --------------------------------------------------------
+    async def client_connected(
+        self, session_id: str, *, server_id: str, client_address: str, relay_id: str
+    ) -> Document:
+        """The relay connected a client to the session's host: the session is active on a new connection.
+
+        A suspended session comes back (same host); an active or idle one is taken over by the
+        newer connection. Refused (Conflict) when the session is final or moved to another host.
+        """
+
+        def decide(current: Document) -> Decision:
+            status, now = SessionStatus(current["status"]), utcnow()
+            if current.get("server_id") != server_id:
+                raise Conflict("the token was issued for another host", code="INVALID_TRANSITION")
+            if status not in (S.READY, S.ACTIVE, S.IDLE, S.SUSPENDED):
+                raise invalid_transition(status, S.ACTIVE)
+            return S.ACTIVE, {
+                "connection_id": new_id() if current.get("started_at") else current["connection_id"],
+                "started_at": current.get("started_at") or now,
+                "last_activity_at": now,
+                "suspended_at": None,
+            }
+
+        document = await self._apply(
+            session_id, None, decide, reason="client_connected", actor=f"relay:{relay_id}"
+        )
+        await self._open_connection(document, client_address, relay_id=relay_id)
+        return document
+
+    async def client_disconnected(
+        self, session_id: str, connection_id: str, *, bytes_in: int, bytes_out: int, relay_id: str
+    ) -> Document | None:
+        """The relayed connection closed: the session is suspended, unless a newer connection took over."""
+        await self.store.connections.close(connection_id, utcnow(), bytes_in=bytes_in, bytes_out=bytes_out)
+
+        def decide(current: Document) -> Decision:
+            status = SessionStatus(current["status"])
+            if current["connection_id"] != connection_id or status not in (S.ACTIVE, S.IDLE):
+                return None
+            return S.SUSPENDED, {"suspended_at": utcnow()}
+
+        try:
+            return await self._apply(
+                session_id, None, decide, reason="client_disconnected", actor=f"relay:{relay_id}"
+            )
+        except NotFound:
+            return None
+
+    async def client_input(
+        self,
+        session_id: str,
+        connection_id: str,
+        *,
+        at: datetime,
+        bytes_in: int,
+        bytes_out: int,
+        relay_id: str,
+    ) -> Document:
+        """Client input seen by the relay: resets the idle timer; an idle session becomes active."""
+
+        def decide(current: Document) -> Decision:
+            status = SessionStatus(current["status"])
+            if current["connection_id"] != connection_id or status not in (S.ACTIVE, S.IDLE):
+                return None
+            return (S.ACTIVE if status is S.IDLE else None), {"last_activity_at": at}
+
+        document = await self._apply(session_id, None, decide, reason="activity", actor=f"relay:{relay_id}")
+        await self.store.connections.record_activity(connection_id, at, bytes_in, bytes_out)
+        return document
+
+    async def client_quiet(
+        self, session_id: str, connection_id: str, *, bytes_in: int, bytes_out: int, relay_id: str
+    ) -> Document:
+        """No client input for a whole flush period: active -> idle (the idle timer runs on)."""
+
+        def decide(current: Document) -> Decision:
+            if current["connection_id"] != connection_id or current["status"] != S.ACTIVE.value:
+                return None
+            return S.IDLE, {}
+
+        document = await self._apply(session_id, None, decide, reason="no_input", actor=f"relay:{relay_id}")
+        await self.store.connections.record_activity(connection_id, None, bytes_in, bytes_out)
+        return document
+
+    async def _open_connection(
+        self, document: Document, client_address: str | None, *, relay_id: str | None = None
+    ) -> None:
         now = utcnow()
         await self.store.connections.close_open(document["session_id"], now)
+        relayed = relay_id is not None
         connection = {
             "connection_id": document["connection_id"],
             "session_id": document["session_id"],
             "server_id": document["server_id"],
             "user_id": document["user_id"],
             "client_address": client_address,
+            "relay": relay_id,
             "opened_at": now,
             "closed_at": None,
             "last_activity_at": now,
-            "bytes_in": None,
-            "bytes_out": None,
+            "bytes_in": 0 if relayed else None,
+            "bytes_out": 0 if relayed else None,
         }
         try:
             await self.store.connections.open(connection)
         except DuplicateKeyError:
-            await self.store.connections.collection.update_one(
-                {"connection_id": document["connection_id"]}, {"$set": {"closed_at": None, "opened_at": now}}
-            )
+            await self.store.connections.reopen(connection)

@@ -68,6 +68,10 @@ class ConnectionTokenStore:
     def key_for_hash(self, token_hash: str) -> str:
         return f"{self._key_prefix}{token_hash}"
 
+    def _session_key(self, session_id: str) -> str:
+        # The hashes of a session's outstanding tokens, so that ``revoke_session`` finds them.
+        return f"{self._key_prefix}session:{session_id}"
+
     async def issue(self, session_id: str, payload: Mapping[str, Any], ttl: int) -> tuple[str, datetime]:
         """Create a token for ``session_id``; returns the token and when it expires (UTC).
 
@@ -85,6 +89,12 @@ class ConnectionTokenStore:
         record = json.dumps({"session_id": session_id, "payload": dict(payload)}, separators=(",", ":"))
         try:
             stored = await self._redis.set(self.key_for_hash(token_hash), record, ex=ttl, nx=True)
+            if stored:
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    pipe.sadd(self._session_key(session_id), token_hash)
+                    pipe.expire(self._session_key(session_id), ttl, gt=True)
+                    pipe.expire(self._session_key(session_id), ttl, nx=True)
+                    await pipe.execute()
         except RedisError as exc:
             raise BackendUnavailable(f"connection token store unavailable ({type(exc).__name__})") from exc
         if not stored:  # 256 random bits: a collision means something is badly wrong
@@ -116,3 +126,18 @@ class ConnectionTokenStore:
             raise _invalid() from exc
         payload["session_id"] = session_id
         return payload
+
+    async def revoke_session(self, session_id: str) -> int:
+        """Invalidate every outstanding token of ``session_id``; returns how many were still valid."""
+        try:
+            hashes = await self._redis.smembers(self._session_key(session_id))
+            keys = [self.key_for_hash(str(token_hash)) for token_hash in hashes]
+            if not keys:
+                return 0
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(*keys)
+                pipe.delete(self._session_key(session_id))
+                deleted, _ = await pipe.execute()
+        except RedisError as exc:
+            raise BackendUnavailable(f"connection token store unavailable ({type(exc).__name__})") from exc
+        return int(deleted)

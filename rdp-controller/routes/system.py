@@ -47,6 +47,7 @@ async def health(runtime: Runtime = Depends(get_runtime)) -> JSONResponse:
             "mongodb": mongodb,
             "redis": redis.to_dict(),
             "background": runtime.background.summary(),
+            "relay": runtime.relay.health(),
         },
         "integrations": integrations,
     }

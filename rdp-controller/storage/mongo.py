@@ -170,15 +170,28 @@ class ConnectionRepository:
             {"session_id": session_id, "closed_at": None}, {"$set": {"closed_at": at}}
         )
 
+    async def reopen(self, document: MongoDocument) -> None:
+        """A connection id used again (a ready session's first connection after a failed one)."""
+        changes = {k: v for k, v in document.items() if k != "connection_id"}
+        await self.collection.update_one({"connection_id": document["connection_id"]}, {"$set": changes})
+
+    async def close(self, connection_id: str, at: datetime, *, bytes_in: int, bytes_out: int) -> None:
+        """Final figures of a connection; ``closed_at`` stays as it is if a termination set it first."""
+        await self.record_activity(connection_id, None, bytes_in, bytes_out)
+        await self.collection.update_one(
+            {"connection_id": connection_id, "closed_at": None}, {"$set": {"closed_at": at}}
+        )
+
     async def record_activity(
-        self, connection_id: str, at: datetime, bytes_in: int | None, bytes_out: int | None
+        self, connection_id: str, at: datetime | None, bytes_in: int | None, bytes_out: int | None
     ) -> None:
-        changes: dict[str, Any] = {"last_activity_at": at}
+        changes: dict[str, Any] = {} if at is None else {"last_activity_at": at}
         if bytes_in is not None:
             changes["bytes_in"] = bytes_in
         if bytes_out is not None:
             changes["bytes_out"] = bytes_out
-        await self.collection.update_one({"connection_id": connection_id}, {"$set": changes})
+        if changes:
+            await self.collection.update_one({"connection_id": connection_id}, {"$set": changes})
 
     async def page(self, filters: dict[str, Any], limit: int) -> list[MongoDocument]:
         found = self.collection.find(filters, NO_ID).sort("opened_at", DESCENDING)

@@ -51,19 +51,20 @@ SERVICE = {"Authorization": f"Bearer {token('session-api', 'service')}"}
 def entrypoint_env(port: int, mongo_url: str, redis_url: str, **extra: str) -> dict[str, str]:
     """What compose would pass: port, backends, a database and key prefix of this test's own."""
     tag = uuid.uuid4().hex[:12]
-    return service_env(
-        RDP_CONTROLLER_PORT=str(port),
-        LUCID_ENV="development",
-        MONGODB_URL=mongo_url,
-        REDIS_URL=redis_url,
-        MONGODB_DATABASE=f"e2e_{tag}",
-        RDP_CONTROLLER_REDIS_PREFIX=f"e2e{tag}",
-        JWT_SECRET_KEY=TEST_SECRET,
-        RDP_CONTROLLER_REAPER_INTERVAL="0.2",
+    values = {
+        "RDP_CONTROLLER_PORT": str(port),
+        "LUCID_ENV": "development",
+        "MONGODB_URL": mongo_url,
+        "REDIS_URL": redis_url,
+        "MONGODB_DATABASE": f"e2e_{tag}",
+        "RDP_CONTROLLER_REDIS_PREFIX": f"e2e{tag}",
+        "JWT_SECRET_KEY": TEST_SECRET,
+        "RDP_CONTROLLER_REAPER_INTERVAL": "0.2",
         # RDP_CONTROLLER_CONFIG_FILE stays unset: the service reads config.yaml beside its code, as
         # in the image, and the environment above overrides it.
-        **extra,
-    )
+        "RDP_CONTROLLER_RELAY_PORT": "0",  # direct mode; the relay tests turn it on
+    }
+    return service_env(**{**values, **extra})
 
 
 @pytest.fixture

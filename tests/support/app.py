@@ -29,6 +29,7 @@ def test_settings(mongo_url: str, redis_url: str, **overrides: Any) -> RdpContro
         "RDP_CONTROLLER_REDIS_PREFIX": f"t{tag}",
         "JWT_SECRET_KEY": TEST_SECRET,
         "LOG_LEVEL": "WARNING",
+        "RDP_CONTROLLER_RELAY_PORT": 0,  # direct mode unless a test turns the relay on
         **overrides,
     }
     return RdpControllerSettings.model_validate(values)

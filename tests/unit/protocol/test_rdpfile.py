@@ -40,6 +40,8 @@ def test_full_file_with_crlf_line_endings() -> None:
         "full address:s:rdp-01.example:3390\r\n"
         "audiomode:i:2\r\n"
         "redirectclipboard:i:0\r\n"
+        "redirectprinters:i:0\r\n"
+        "redirectsmartcards:i:0\r\n"
         "drivestoredirect:s:*\r\n"
         "authentication level:i:1\r\n"
         "prompt for credentials:i:1\r\n"
@@ -108,3 +110,13 @@ def test_bad_values_are_refused(kwargs: dict[str, object], message: str) -> None
     with pytest.raises(ProtocolError, match=message):
         render_rdp_file(**arguments)  # type: ignore[arg-type]
     assert issubclass(ProtocolError, ValueError)
+
+
+def test_printers_and_smart_cards_are_off_unless_asked_for() -> None:
+    """mstsc redirects both by default: the file must say 0 unless the session enables them."""
+    default = _parse(render_rdp_file(host="h"))
+    assert default["redirectprinters"] == "redirectprinters:i:0"
+    assert default["redirectsmartcards"] == "redirectsmartcards:i:0"
+    enabled = _parse(render_rdp_file(host="h", redirect_printers=True, redirect_smartcards=True))
+    assert enabled["redirectprinters"] == "redirectprinters:i:1"
+    assert enabled["redirectsmartcards"] == "redirectsmartcards:i:1"

@@ -142,8 +142,30 @@ def test_production_with_service_names_loads(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("MONGODB_URL", "mongodb://lucid:pw@lucid-mongodb:27017/lucid?authSource=admin")
     monkeypatch.setenv("REDIS_URL", "redis://:pw@lucid-redis:6379/0")
     monkeypatch.setenv("JWT_SECRET_KEY", GOOD_SECRET)
+    monkeypatch.setenv("RDP_CONTROLLER_RELAY_PUBLIC_ADDRESS", "rdp.example.org:3389")
     settings = load_config().settings
     assert settings.is_production and settings.RDP_CONTROLLER_PORT == 8092
+    assert settings.relay_enabled and settings.relay_public_address == ("rdp.example.org", 3389)
+
+
+def test_production_relay_needs_its_public_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MONGODB_URL", "mongodb://lucid:pw@lucid-mongodb:27017/lucid?authSource=admin")
+    monkeypatch.setenv("REDIS_URL", "redis://:pw@lucid-redis:6379/0")
+    monkeypatch.setenv("JWT_SECRET_KEY", GOOD_SECRET)
+    with pytest.raises(ConfigError, match="RDP_CONTROLLER_RELAY_PUBLIC_ADDRESS is required in production"):
+        load_config()
+    monkeypatch.setenv("RDP_CONTROLLER_RELAY_PORT", "0")  # direct mode needs none
+    assert not load_config().settings.relay_enabled
+
+
+@pytest.mark.parametrize("value", ["rdp.example.org", "rdp.example.org:0", "rdp.example.org:99999", "a b:3389"])
+def test_relay_public_address_must_be_host_and_port(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RDP_CONTROLLER_RELAY_PUBLIC_ADDRESS", value)
+    monkeypatch.setenv("LUCID_ENV", "development")
+    monkeypatch.setenv("MONGODB_URL", "mongodb://127.0.0.1:27017")
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
+    with pytest.raises(ConfigError, match="RDP_CONTROLLER_RELAY_PUBLIC_ADDRESS"):
+        load_config()
 
 
 def test_static_servers_from_environment_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

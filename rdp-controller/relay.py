@@ -1,0 +1,447 @@
+"""
+The RDP relay: the controller on the connection path.
+
+A TCP listener (``RDP_CONTROLLER_RELAY_PORT``) owned by the lifespan. For each client it reads
+the first PDU(s) within ``RDP_CONTROLLER_RELAY_HANDSHAKE_TIMEOUT`` and a size bound (an
+optional Pre-Connection PDU, then the X.224 Connection Request), takes the one-time token from
+the routing token (``.rdp`` ``loadbalanceinfo``) or the PCB blob, redeems it once, checks that
+the session may connect, connects to the session's host, forwards the request without the
+token, and from then on copies bytes both ways unchanged until either side closes. TLS and
+NLA stay end to end between client and host: the relay never decrypts anything.
+
+A request that was read but is refused is answered with an X.224 Connection Confirm carrying
+``RDP_NEG_FAILURE`` (code ``SSL_CERT_NOT_ON_SERVER``), so a client shows an error rather than
+hang; bytes that are not an RDP request are not answered. Every handshake ends in one counted
+outcome (``relay_handshakes`` in the metrics). Failed redemptions are limited per source
+address (``RDP_CONTROLLER_RELAY_FAILURES_PER_MINUTE``).
+
+The session follows the wire: ``active`` when the relay has connected the client to its host,
+``suspended`` when either side closes, client input (not screen updates) moves
+``last_activity_at`` at most every ``RDP_CONTROLLER_ACTIVITY_FLUSH_SECONDS`` and
+``active``/``idle`` with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from pymongo.errors import PyMongoError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from common.errors import Conflict, LucidError, NotFound, Unauthorized
+from protocol.errors import ProtocolError
+from protocol.first_pdu import ClientHello, read_client_hello
+from protocol.negotiation import NegFailureCode, NegotiationFailure
+from protocol.x224 import encode_connection_confirm
+from security.connection_tokens import ConnectionTokenStore
+
+from .config import RdpControllerSettings
+from .metrics import Metrics
+from .models import SessionStatus
+from .relayed_connections import RelayedConnection, RelayedConnections
+from .session_controller import SessionController
+from .session_states import Document
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+COPY_CHUNK = 64 * 1024
+LISTEN_BACKLOG = 1024
+FLUSH_CONCURRENCY = 16
+FAILURE_WINDOW_SECONDS = 60
+REFUSAL = encode_connection_confirm(NegotiationFailure(NegFailureCode.SSL_CERT_NOT_ON_SERVER))
+CONNECTABLE = frozenset(
+    {SessionStatus.READY, SessionStatus.ACTIVE, SessionStatus.IDLE, SessionStatus.SUSPENDED}
+)
+
+
+class Outcome(StrEnum):
+    """How a handshake ended (the label of ``relay_handshakes``)."""
+
+    RELAYED = "relayed"
+    TIMEOUT = "timeout"
+    MALFORMED = "malformed"
+    NO_TOKEN = "no_token"
+    TOKEN_INVALID = "token_invalid"
+    RATE_LIMITED = "rate_limited"
+    SESSION_REFUSED = "session_refused"
+    HOST_UNREACHABLE = "host_unreachable"
+    BACKEND_UNAVAILABLE = "backend_unavailable"
+    OVERLOADED = "overloaded"
+
+
+class Refused(Exception):
+    """A handshake that ends here; ``answer`` says whether the client gets a Connection Confirm."""
+
+    def __init__(self, outcome: Outcome, detail: str, *, answer: bool = True):
+        super().__init__(detail)
+        self.outcome = outcome
+        self.answer = answer
+
+
+async def quietly(call: Awaitable[T], what: str) -> T | None:
+    """Await bookkeeping whose failure must not break a relayed connection: log it instead."""
+    try:
+        return await call
+    except (PyMongoError, RedisError, LucidError, OSError) as exc:
+        logger.warning("Relay: %s failed: %s: %s", what, type(exc).__name__, exc)
+        return None
+
+
+def aborter(*writers: asyncio.StreamWriter) -> Callable[[], None]:
+    """Close every side at once, dropping what is buffered (a relayed connection ends whole)."""
+
+    def abort() -> None:
+        for writer in writers:
+            writer.transport.abort()
+
+    return abort
+
+
+def format_address(peer: object) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host = str(peer[0])
+        return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
+    return str(peer)
+
+
+class RdpRelay:
+    """The relay listener of one replica (``relay_id``)."""
+
+    def __init__(
+        self,
+        settings: RdpControllerSettings,
+        sessions: SessionController,
+        tokens: ConnectionTokenStore,
+        connections: RelayedConnections,
+        redis: Redis,
+        metrics: Metrics,
+        *,
+        relay_id: str,
+    ):
+        self.settings = settings
+        self.sessions = sessions
+        self.tokens = tokens
+        self.connections = connections
+        self.redis = redis
+        self.metrics = metrics
+        self.relay_id = relay_id
+        self.actor = f"relay:{relay_id}"
+        self.status = "off"
+        self.error: str | None = None
+        self.handshaking = 0
+        self._failure_prefix = f"{settings.RDP_CONTROLLER_REDIS_PREFIX}:relayfail:"
+        self._server: asyncio.Server | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    # Listener -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Listen; a port that cannot be bound stops the start-up with the reason."""
+        bind, port = self.settings.RDP_CONTROLLER_RELAY_BIND, self.settings.RDP_CONTROLLER_RELAY_PORT
+        try:
+            self._server = await asyncio.start_server(
+                self._handle, bind, port, backlog=LISTEN_BACKLOG, reuse_address=True
+            )
+        except OSError as exc:
+            self.status, self.error = "failed", f"cannot listen on {bind}:{port}: {exc.strerror}"
+            raise RuntimeError(
+                f"RDP relay {self.error} (RDP_CONTROLLER_RELAY_PORT / RDP_CONTROLLER_RELAY_BIND; 0 = off)"
+            ) from exc
+        self.status = "listening"
+        logger.info("RDP relay listening on %s:%s as %s", bind, self.port, self.relay_id)
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (differs from the setting's only in tests that bind port 0)."""
+        if self._server is None or not self._server.sockets:
+            return self.settings.RDP_CONTROLLER_RELAY_PORT
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for connection in self.connections.all():
+                connection.closed_by = "shutdown"
+                connection.abort()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 5.0)
+            self._server = None
+        for task in list(self._flushes):
+            task.cancel()
+        await self.connections.stop_listening()
+        self.status = "off"
+
+    def health(self) -> dict[str, object]:
+        body: dict[str, object] = {"status": self.status}
+        if self.status != "off":
+            public_host, public_port = self.settings.relay_public_address
+            body.update(
+                {
+                    "address": f"{self.settings.RDP_CONTROLLER_RELAY_BIND}:{self.port}",
+                    "public_address": f"{public_host}:{public_port}",
+                    "connections": len(self.connections),
+                    "handshakes": self.handshaking,
+                }
+            )
+        if self.error:
+            body["error"] = self.error
+        return body
+
+    def figures(self) -> dict[str, Any]:
+        """The relay's part of ``/api/v1/metrics``: open connections, handshakes, bytes, durations."""
+        open_connections = self.connections.all()
+        durations = self.metrics.relay_durations
+        return {
+            "enabled": self.status != "off",
+            "connections": len(open_connections),
+            "handshakes": {o.value: self.metrics.value("relay_handshakes", o.value) for o in Outcome},
+            "bytes": {
+                "client_to_host": self.metrics.value("relay_bytes", "client_to_host")
+                + sum(c.bytes_in for c in open_connections),
+                "host_to_client": self.metrics.value("relay_bytes", "host_to_client")
+                + sum(c.bytes_out for c in open_connections),
+            },
+            "connection_seconds": {
+                "count": durations.count,
+                "sum": round(durations.total, 3),
+                "p50": durations.bounded_quantile(0.5),
+                "p99": durations.bounded_quantile(0.99),
+            },
+        }
+
+    # One client ---------------------------------------------------------------------------
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        client_address = format_address(writer.get_extra_info("peername"))
+        if self.handshaking + len(self.connections) >= self.settings.RDP_CONTROLLER_RELAY_MAX_CONNECTIONS:
+            self._count(Outcome.OVERLOADED)
+            writer.transport.abort()
+            return
+        self.handshaking += 1
+        try:
+            host = await self._handshake(reader, writer, client_address)
+        except Refused as refusal:
+            self._count(refusal.outcome)
+            logger.info("Relay refused %s: %s (%s)", client_address, refusal, refusal.outcome.value)
+            await self._refuse(writer, answer=refusal.answer)
+            return
+        finally:
+            self.handshaking -= 1
+        self._count(Outcome.RELAYED)
+        await self._relay(reader, writer, *host)
+
+    async def _handshake(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, client_address: str
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, RelayedConnection]:
+        timeout = self.settings.RDP_CONTROLLER_RELAY_HANDSHAKE_TIMEOUT
+        try:
+            async with asyncio.timeout(timeout):
+                hello = await read_client_hello(reader)
+        except TimeoutError:
+            raise Refused(Outcome.TIMEOUT, f"no whole request within {timeout:g} s", answer=False) from None
+        except ProtocolError as exc:
+            raise Refused(Outcome.MALFORMED, str(exc), answer=False) from None
+        except OSError as exc:
+            raise Refused(Outcome.MALFORMED, f"reset during the handshake: {exc}", answer=False) from None
+        token = self._token_of(hello)
+        source = client_address.rpartition(":")[0]
+        payload = await self._redeem(token, source)
+        session_id = payload["session_id"]
+        try:
+            session = await self.sessions.get(session_id)
+        except NotFound:
+            raise Refused(Outcome.SESSION_REFUSED, f"session {session_id} is gone") from None
+        except PyMongoError as exc:
+            raise Refused(Outcome.BACKEND_UNAVAILABLE, f"MongoDB: {type(exc).__name__}") from None
+        status = SessionStatus(session["status"])
+        if status not in CONNECTABLE or session.get("server_id") != payload["server_id"]:
+            raise Refused(Outcome.SESSION_REFUSED, f"session {session_id} is {status.value}")
+        host_reader, host_writer = await self._open_host(payload["address"], int(payload["port"]))
+        try:
+            host_writer.write(hello.forwarded_request())
+            document = await self.sessions.client_connected(
+                session_id,
+                server_id=payload["server_id"],
+                client_address=client_address,
+                relay_id=self.relay_id,
+            )
+        except (Conflict, NotFound) as exc:
+            host_writer.transport.abort()
+            raise Refused(Outcome.SESSION_REFUSED, str(exc)) from None
+        except (PyMongoError, RedisError, LucidError, OSError) as exc:
+            host_writer.transport.abort()
+            raise Refused(Outcome.BACKEND_UNAVAILABLE, f"{type(exc).__name__}: {exc}") from None
+        connection = RelayedConnection(
+            session_id=session_id,
+            connection_id=document["connection_id"],
+            client_address=client_address,
+            abort=aborter(writer, host_writer),
+        )
+        self.connections.add(connection)
+        # A newer connection takes the session over: the older one closes wherever it is.
+        await quietly(
+            self.connections.close(session_id, keep=connection.connection_id, why="replaced"), "close"
+        )
+        return host_reader, host_writer, connection
+
+    def _token_of(self, hello: ClientHello) -> str:
+        try:
+            token = hello.token()
+        except ProtocolError as exc:
+            raise Refused(Outcome.MALFORMED, str(exc)) from None
+        if not token:
+            raise Refused(Outcome.NO_TOKEN, "no routing token or pre-connection blob")
+        return token
+
+    async def _redeem(self, token: str, source: str) -> dict[str, Any]:
+        limit = self.settings.RDP_CONTROLLER_RELAY_FAILURES_PER_MINUTE
+        key = self._failure_prefix + source
+        try:
+            if limit and int(await self.redis.get(key) or 0) >= limit:
+                raise Refused(Outcome.RATE_LIMITED, f"more than {limit} failed tokens a minute from {source}")
+            return await self.tokens.redeem(token)
+        except Unauthorized:
+            if limit:
+                await quietly(self._count_failure(key), "failure count")
+            raise Refused(Outcome.TOKEN_INVALID, "token invalid, expired or used") from None
+        except (RedisError, LucidError) as exc:
+            raise Refused(Outcome.BACKEND_UNAVAILABLE, f"token store: {exc}") from None
+
+    async def _count_failure(self, key: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, FAILURE_WINDOW_SECONDS, nx=True)
+            await pipe.execute()
+
+    async def _open_host(self, address: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        timeout = self.settings.RDP_CONTROLLER_RELAY_CONNECT_TIMEOUT
+        try:
+            async with asyncio.timeout(timeout):
+                return await asyncio.open_connection(address, port, limit=COPY_CHUNK)
+        except TimeoutError:
+            raise Refused(
+                Outcome.HOST_UNREACHABLE, f"{address}:{port} not reached in {timeout:g} s"
+            ) from None
+        except OSError as exc:
+            raise Refused(Outcome.HOST_UNREACHABLE, f"{address}:{port}: {exc.strerror or exc}") from None
+
+    async def _refuse(self, writer: asyncio.StreamWriter, *, answer: bool) -> None:
+        try:
+            if answer:
+                writer.write(REFUSAL)
+                async with asyncio.timeout(1.0):
+                    await writer.drain()
+            writer.close()
+        except (OSError, TimeoutError):
+            writer.transport.abort()
+
+    # Copying ------------------------------------------------------------------------------
+    async def _relay(
+        self,
+        client_reader: asyncio.StreamReader,
+        client_writer: asyncio.StreamWriter,
+        host_reader: asyncio.StreamReader,
+        host_writer: asyncio.StreamWriter,
+        connection: RelayedConnection,
+    ) -> None:
+        try:
+            await asyncio.gather(
+                self._copy(client_reader, host_writer, connection, upstream=True),
+                self._copy(host_reader, client_writer, connection, upstream=False),
+            )
+        finally:
+            self.connections.remove(connection)
+            seconds = time.monotonic() - connection.opened_at
+            self.metrics.relay_durations.observe(seconds)
+            self.metrics.inc("relay_bytes", "client_to_host", connection.bytes_in)
+            self.metrics.inc("relay_bytes", "host_to_client", connection.bytes_out)
+            logger.info(
+                "Relay closed %s of %s after %.1f s (%s; %d bytes in, %d out)",
+                connection.client_address,
+                connection.session_id,
+                seconds,
+                connection.closed_by or "peer closed",
+                connection.bytes_in,
+                connection.bytes_out,
+            )
+            await quietly(
+                self.sessions.client_disconnected(
+                    connection.session_id,
+                    connection.connection_id,
+                    bytes_in=connection.bytes_in,
+                    bytes_out=connection.bytes_out,
+                    relay_id=self.relay_id,
+                ),
+                "client_disconnected",
+            )
+
+    async def _copy(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        connection: RelayedConnection,
+        *,
+        upstream: bool,
+    ) -> None:
+        """Copy one direction until EOF or an error, then close both sides (backpressure: drain)."""
+        try:
+            while data := await reader.read(COPY_CHUNK):
+                writer.write(data)
+                if not upstream:
+                    connection.bytes_out += len(data)
+                elif connection.client_sent(len(data)):
+                    self._flush_soon(connection)
+                await writer.drain()
+        except OSError:
+            pass  # reset by either peer: the connection ends as if closed
+        finally:
+            connection.abort()
+
+    # Activity -----------------------------------------------------------------------------
+    def _flush_soon(self, connection: RelayedConnection) -> None:
+        task = asyncio.create_task(self._flush(connection))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def flush_activity(self) -> None:
+        """One round of the activity loop: client input moves the session; a quiet one goes idle."""
+        semaphore = asyncio.Semaphore(FLUSH_CONCURRENCY)
+
+        async def bounded(connection: RelayedConnection) -> None:
+            async with semaphore:
+                await self._flush(connection)
+
+        await asyncio.gather(*(bounded(c) for c in self.connections.all()))
+
+    async def _flush(self, connection: RelayedConnection) -> None:
+        session_id, connection_id = connection.session_id, connection.connection_id
+        figures = {"bytes_in": connection.bytes_in, "bytes_out": connection.bytes_out}
+        move: Awaitable[Document]
+        if connection.input_pending and connection.last_input_at is not None:
+            connection.input_pending = False
+            at = connection.last_input_at
+            move = self.sessions.client_input(
+                session_id, connection_id, at=at, relay_id=self.relay_id, **figures
+            )
+        elif not connection.idle:
+            connection.idle = True
+            move = self.sessions.client_quiet(session_id, connection_id, relay_id=self.relay_id, **figures)
+        else:
+            return
+        document = await quietly(move, "activity flush")
+        if document is not None and SessionStatus(document["status"]) not in CONNECTABLE:
+            self.connections.close_local(connection.session_id, why=f"session {document['status']}")
+
+    async def sweep_final(self) -> int:
+        """Close relayed connections whose session ended (the backstop of the close channel)."""
+        final = await self.sessions.final_among(self.connections.session_ids())
+        return sum(self.connections.close_local(session_id, why="session ended") for session_id in final)
+
+    def _count(self, outcome: Outcome) -> None:
+        self.metrics.inc("relay_handshakes", outcome.value)
