@@ -140,6 +140,12 @@ class RdpControllerSettings(BaseSettings):
     RDP_CONTROLLER_PROBE_CONCURRENCY: int = Field(default=50, ge=1, le=5000)
     RDP_CONTROLLER_UNHEALTHY_THRESHOLD: int = Field(default=3, ge=1, le=100)
     RDP_CONTROLLER_HEALTHY_THRESHOLD: int = Field(default=2, ge=1, le=100)
+    RDP_CONTROLLER_UNHEALTHY_GRACE_SECONDS: int = Field(
+        default=0,
+        ge=0,
+        le=7 * 86400,
+        description="Terminate (server_unhealthy) the sessions of a host unhealthy for longer; 0 = off",
+    )
 
     @property
     def is_production(self) -> bool:

@@ -35,9 +35,10 @@ compare-and-set on the state, the pin and ``health_version``, so an operator's d
 concurrent probe is never overwritten; the loser re-reads and decides again.
 
 Sessions on an unhealthy server are not terminated: the session keeps running if the host comes
-back, and placement only uses ``available`` servers. With ``unhealthy_grace_seconds`` set, the
-live sessions of a server unhealthy for longer than that are terminated with reason
-``server_unhealthy`` (off by default).
+back, and placement only uses ``available`` servers. With ``unhealthy_grace_seconds``
+(``RDP_CONTROLLER_UNHEALTHY_GRACE_SECONDS``) above 0, after each round the live sessions of a
+server unhealthy (``unhealthy_since``) for longer than that are terminated with reason
+``server_unhealthy``. 0 or None, the default, is off.
 """
 
 from __future__ import annotations
@@ -313,7 +314,7 @@ class HealthMonitor:
         self.metrics = metrics
         self.thresholds = Thresholds.from_settings(settings)
         self.prober = prober
-        self.unhealthy_grace_seconds = unhealthy_grace_seconds
+        self.unhealthy_grace_seconds = unhealthy_grace_seconds or None  # 0 = off, like the setting
         store = connections.store
         self.repository = ServerHealthRepository(store.servers.collection, store.database[SERVER_EVENTS])
 

@@ -105,7 +105,13 @@ class Runtime:
             relay_id=f"{socket.gethostname()}:{os.getpid()}",
         )
         self.pool = ServerPool(self.connections, self.sessions)
-        self.health_monitor = HealthMonitor(self.connections, self.pool, settings, self.metrics)
+        self.health_monitor = HealthMonitor(
+            self.connections,
+            self.pool,
+            settings,
+            self.metrics,
+            unhealthy_grace_seconds=settings.RDP_CONTROLLER_UNHEALTHY_GRACE_SECONDS or None,
+        )
         self.insights = Insights(
             self.store,
             self.sessions,
