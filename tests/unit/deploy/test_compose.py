@@ -203,7 +203,8 @@ def test_demo_host_is_optional_and_buildable(compose: dict[str, Any]) -> None:
     context = ROOT / demo["build"]["context"]
     assert (context / demo["build"]["dockerfile"]).is_file()
     assert "demo-xrdp" not in compose["services"]["rdp-controller"]["depends_on"]
-    assert demo["ports"] == ["127.0.0.1:3389:3389"]
+    assert "ports" not in demo, "clients reach the demo host through the controller's relay"
+    assert "3389:3389" in compose["services"]["rdp-controller"]["ports"]
     for name, service in compose["services"].items():
         if name != "demo-xrdp":
             assert "profiles" not in service, f"{name} must start without a profile"
@@ -215,7 +216,7 @@ def test_demo_pool_names_the_demo_host(compose: dict[str, Any]) -> None:
     values = env_values((ENV_DIR / ".env.rdp-controller.template").read_text(encoding="utf-8"))
     servers = [StaticServer.model_validate(item) for item in json.loads(values["RDP_CONTROLLER_SERVERS"])]
     demo = compose["services"]["demo-xrdp"]
-    container_port = int(demo["ports"][0].rsplit(":", 1)[1])
+    container_port = int(demo["expose"][0])
     assert [(s.address, s.port) for s in servers] == [("demo-xrdp", container_port)]
 
 

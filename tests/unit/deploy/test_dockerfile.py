@@ -191,7 +191,8 @@ def test_port_is_the_settings_default_everywhere(
     assert env["RDP_CONTROLLER_PORT"] == str(default_port)
     assert env["RDP_CONTROLLER_HOST"] == "0.0.0.0"
     assert env["PYTHONPATH"] == "/app:/usr/local/lib/python3.11/site-packages"
-    assert only(runtime, "EXPOSE").args == str(default_port)
+    relay_port = settings_fields["RDP_CONTROLLER_RELAY_PORT"].default
+    assert only(runtime, "EXPOSE").args == f"{default_port} {relay_port}"
 
     health = only(runtime, "HEALTHCHECK").args
     image_probe = exec_form(health[health.index("CMD") + 3 :].strip())
@@ -204,7 +205,7 @@ def test_port_is_the_settings_default_everywhere(
 
     compose_probe = controller_service["healthcheck"]["test"]
     assert compose_probe == ["CMD", *HEALTH_PROBE], "the compose and image health checks are the same probe"
-    assert controller_service["ports"] == [f"{default_port}:{default_port}"]
+    assert controller_service["ports"] == [f"{default_port}:{default_port}", f"{relay_port}:{relay_port}"]
     environment = dict(item.split("=", 1) for item in controller_service["environment"])
     assert environment["RDP_CONTROLLER_PORT"] == str(default_port)
     assert environment["RDP_CONTROLLER_URL"].endswith(f":{default_port}")
