@@ -389,7 +389,12 @@ class RdpRelay:
         *,
         upstream: bool,
     ) -> None:
-        """Copy one direction until EOF or an error, then close both sides (backpressure: drain)."""
+        """Copy one direction until EOF, then close its destination (backpressure: ``drain``).
+
+        At EOF the destination gets what is still buffered for it and is then closed, which ends
+        the other direction too (its reader sees the closed socket), so both sides close. A reset,
+        a termination or a shutdown aborts both sides at once.
+        """
         try:
             while data := await reader.read(COPY_CHUNK):
                 writer.write(data)
@@ -399,9 +404,12 @@ class RdpRelay:
                     self._flush_soon(connection)
                 await writer.drain()
         except OSError:
-            pass  # reset by either peer: the connection ends as if closed
-        finally:
+            connection.abort()  # reset by either peer: the connection ends as if closed
+        except BaseException:
             connection.abort()
+            raise
+        else:
+            writer.close()
 
     # Activity -----------------------------------------------------------------------------
     def _flush_soon(self, connection: RelayedConnection) -> None:
