@@ -5,10 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv run token test test-unit test-integration test-e2e lint bench clean
+.PHONY: help venv run session token test test-unit test-integration test-e2e lint bench clean
 
 help:
-	@echo "make run               - the service on :8092 with the embedded MongoDB-compatible server and Redis"
+	@echo "make run               - the service on :8092 with the embedded MongoDB-compatible server, Redis, xrdp"
+	@echo "                         (as root) and the RDP relay on 127.0.0.1:13389"
+	@echo "make session           - with make run up: a desktop session, its session.rdp and its status changes"
 	@echo "make token             - a development token (operator + service) for the API at /docs"
 	@echo "make test              - lint, then the whole test suite (unit, integration, e2e)"
 	@echo "make lint              - ruff and mypy"
@@ -38,10 +40,18 @@ $(DEV_SECRET):
 	@$(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(48))' > $@
 	@chmod 600 $@
 
+# The RDP relay of development: clients connect to 127.0.0.1:13389, and the .rdp files name it.
+DEV_RELAY := RDP_CONTROLLER_RELAY_PORT=13389 RDP_CONTROLLER_RELAY_BIND=127.0.0.1 \
+	RDP_CONTROLLER_RELAY_PUBLIC_ADDRESS=127.0.0.1:13389
+
 run: $(STAMP) $(DEV_SECRET)
 	@echo "make: development JWT secret in $(DEV_SECRET); 'make token' mints an operator+service token"
-	JWT_SECRET_KEY=$${JWT_SECRET_KEY:-$$(cat $(DEV_SECRET))} $(BIN)/python -m common.devstack --service-port 8092 -- \
+	@JWT_SECRET_KEY=$${JWT_SECRET_KEY:-$$(cat $(DEV_SECRET))} $(DEV_RELAY) \
+		$(BIN)/python -m common.devstack --service-port 8092 -- \
 		$(BIN)/python -m uvicorn rdp_controller.main:create_app --factory --host 127.0.0.1 --port 8092
+
+session: $(STAMP)
+	@$(BIN)/python -m common.devsession --url http://127.0.0.1:8092 --secret-file $(DEV_SECRET)
 
 token: $(STAMP) $(DEV_SECRET)
 	@JWT_SECRET_KEY=$${JWT_SECRET_KEY:-$$(cat $(DEV_SECRET))} $(BIN)/python -m security.tokens mint \
@@ -72,7 +82,8 @@ clean:
 	rm -rf $(VENV) .build .pytest_cache .mypy_cache .ruff_cache *.egg-info
 
 # --- container image and compose deployment (issue 7) ---
-# Needs Docker with the buildx and compose plugins; see the README's deployment section.
+# image/up/down/logs need Docker with the buildx and compose plugins; test-containers also runs on
+# podman. See the README's deployment section.
 .PHONY: image up down logs host-dirs test-containers
 
 # Image: `make image` builds both platforms and keeps the result in the build cache (a check);
@@ -119,7 +130,10 @@ host-dirs:
 	$(SUDO) chown -R 65532:65532 $(LUCID_ROOT)/data/rdp-controller $(LUCID_ROOT)/logs/rdp-controller
 	$(SUDO) chmod 755 $(LUCID_ROOT)/data/rdp-controller $(LUCID_ROOT)/logs/rdp-controller
 
-# The integration suite against real MongoDB and Redis containers (testcontainers); fails, rather
-# than falling back to the embedded servers, when no Docker engine answers.
+# The container tier (tests/containers/): builds the image with Docker, else podman (root; settings in
+# tests/containers/containers.conf), runs it hardened against MongoDB and Redis containers, brings
+# docker-compose.yml up (podman-compose without Docker) and runs the integration suite through
+# testcontainers (RDP_TEST_BACKEND=testcontainers). Base and backend images no registry serves are
+# built as stand-ins once and cached. Skips without an engine; fails instead under CI=true.
 test-containers: $(STAMP)
-	RDP_TEST_BACKEND=testcontainers $(BIN)/pytest tests/integration
+	$(BIN)/pytest tests/containers

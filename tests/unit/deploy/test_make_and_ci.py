@@ -88,9 +88,12 @@ def test_env_file_flags_match_the_compose_env_files(controller_service: dict[str
     assert names == sorted(Path(item).name for item in controller_service["env_file"])
 
 
-def test_test_containers_insists_on_testcontainers() -> None:
+def test_test_containers_runs_the_container_tier() -> None:
+    # The tier itself runs the integration suite with RDP_TEST_BACKEND=testcontainers.
     lines = make_dry_run("test-containers")
-    assert lines[-1] == "RDP_TEST_BACKEND=testcontainers .venv/bin/pytest tests/integration"
+    assert lines[-1] == ".venv/bin/pytest tests/containers"
+    tier = (ROOT / "tests" / "containers" / "test_testcontainers.py").read_text(encoding="utf-8")
+    assert '"RDP_TEST_BACKEND": "testcontainers"' in tier
 
 
 def test_host_dirs_dry_run() -> None:
