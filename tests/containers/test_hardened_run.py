@@ -12,7 +12,6 @@ import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -193,7 +192,3 @@ def wait_for_health_status(base_url: str, status: int, timeout: float = 60) -> N
             last = repr(exc)
         time.sleep(1)
     raise AssertionError(f"/health never answered {status} within {timeout:.0f} s; last {last}")
-
-
-def _unused(path: Path) -> None:  # pragma: no cover - keeps Path imported for type readers
-    del path
