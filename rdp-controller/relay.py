@@ -24,7 +24,6 @@ The session follows the wire: ``active`` when the relay has connected the client
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -56,6 +55,7 @@ COPY_CHUNK = 64 * 1024
 LISTEN_BACKLOG = 1024
 FLUSH_CONCURRENCY = 16
 FAILURE_WINDOW_SECONDS = 60
+STOP_TIMEOUT_SECONDS = 5.0
 REFUSAL = encode_connection_confirm(NegotiationFailure(NegFailureCode.SSL_CERT_NOT_ON_SERVER))
 CONNECTABLE = frozenset(
     {SessionStatus.READY, SessionStatus.ACTIVE, SessionStatus.IDLE, SessionStatus.SUSPENDED}
@@ -140,6 +140,7 @@ class RdpRelay:
         self._failure_prefix = f"{settings.RDP_CONTROLLER_REDIS_PREFIX}:relayfail:"
         self._server: asyncio.Server | None = None
         self._flushes: set[asyncio.Task[None]] = set()
+        self._clients: set[asyncio.Task[Any]] = set()
 
     # Listener -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -170,8 +171,11 @@ class RdpRelay:
             for connection in self.connections.all():
                 connection.closed_by = "shutdown"
                 connection.abort()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), 5.0)
+            # Each client's task records its end (the session is suspended) before the clients close.
+            if self._clients:
+                _, pending = await asyncio.wait(self._clients, timeout=STOP_TIMEOUT_SECONDS)
+                for task in pending:
+                    task.cancel()  # a client still in its handshake
             self._server = None
         for task in list(self._flushes):
             task.cancel()
@@ -218,6 +222,10 @@ class RdpRelay:
 
     # One client ---------------------------------------------------------------------------
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._clients.add(task)
+            task.add_done_callback(self._clients.discard)
         client_address = format_address(writer.get_extra_info("peername"))
         if self.handshaking + len(self.connections) >= self.settings.RDP_CONTROLLER_RELAY_MAX_CONNECTIONS:
             self._count(Outcome.OVERLOADED)

@@ -277,3 +277,18 @@ def test_a_connection_relayed_by_one_replica_closes_when_the_other_terminates_it
             assert raw.read_all() == b""  # closed by replica A
             assert time.monotonic() - started_at < 2
         assert replica_a.relay_health()["connections"] == 0
+
+        # Replica A stops (SIGTERM) while it relays a connection: the client is closed, the session
+        # suspended (replica B sees it), and A exits cleanly.
+        session_id = replica_a.create("grace")["session_id"]
+        descriptor = replica_a.connect(session_id)
+        with RawClient(relay_a) as raw:
+            raw.hello(descriptor["token"])
+            raw.confirm()
+            replica_b.wait_connected(session_id, 5)
+            assert first.stop() == 0
+            raw.sock.settimeout(5)
+            assert raw.read_all() == b""
+        assert replica_b.status(session_id) == "suspended"
+        assert "(shutdown;" in first.log_text()
+        assert_clean_log(first.log_text())
