@@ -18,7 +18,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from common.errors import Conflict, NoCapacity, NotFound, ValidationFailed
 
@@ -59,7 +59,8 @@ def check_address(value: str) -> str:
     """An IP address (normalised) or a host name (lower case) an RDP client can connect to.
 
     Refused: what is neither; names whose last label is all digits (``999.1.1.1``, ``10.0.0.01``:
-    malformed IPv4 addresses, not names); the unspecified, multicast and broadcast addresses.
+    malformed IPv4 addresses, not names); the unspecified, multicast and broadcast addresses; IPv6
+    addresses with a zone (``fe80::1%eth0``). openapi.yaml says the same (``ServerCreate.address``).
     """
     try:
         address = ipaddress.ip_address(value)
@@ -69,6 +70,8 @@ def check_address(value: str) -> str:
         raise ValueError("must be an IP address or a host name") from None
     if address.is_unspecified or address.is_multicast or address == BROADCAST:
         raise ValueError(f"{address} is not the address of a host")
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
+        raise ValueError("a scoped IPv6 address (%zone) names an interface of one machine, not a host")
     return str(address)
 
 
@@ -116,6 +119,14 @@ class ServerUpdate(StrictModel):
     @classmethod
     def _labels(cls, value: dict[str, str] | None) -> dict[str, str] | None:
         return None if value is None else check_labels(value)
+
+    @field_validator("drain_deadline_seconds")
+    @classmethod
+    def _deadline_with_drain(cls, value: int | None, info: ValidationInfo) -> int | None:
+        # ``draining`` is declared first, so it is in ``info.data`` when it was valid.
+        if value is not None and "draining" in info.data and info.data["draining"] is not True:
+            raise ValueError("only with draining=true")
+        return value
 
 
 class ConnectionManager:
@@ -199,10 +210,6 @@ class ConnectionManager:
                 )
         if request.pinned_cert_sha256 == "":
             changes["pinned_cert_sha256"] = None
-        if request.drain_deadline_seconds is not None and request.draining is not True:
-            raise ValidationFailed(
-                "drain_deadline_seconds: only with draining=true", details={"field": "drain_deadline_seconds"}
-            )
         if request.draining is not None:
             changes["draining"] = request.draining
             seconds = request.drain_deadline_seconds

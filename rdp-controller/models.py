@@ -7,13 +7,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$"
 HOST_USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@\\-]{0,103}$"
 LABEL_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
-RESOLUTION_RE = re.compile(r"^(\d{3,5})x(\d{3,5})$")
+RESOLUTION_RE = re.compile(r"^([1-9][0-9]{2,4})x([1-9][0-9]{2,4})$")  # ASCII digits, no leading zero
 ID_RE = re.compile(ID_PATTERN)
 
 MIN_WIDTH, MIN_HEIGHT, MAX_WIDTH, MAX_HEIGHT = 640, 480, 7680, 4320
@@ -136,6 +136,19 @@ class CreateSessionRequest(StrictModel):
 class StatusUpdateRequest(StrictModel):
     status: SessionStatus = Field(strict=False)
     reason: TerminationReason | None = Field(default=None, strict=False)
+
+    @field_validator("reason")
+    @classmethod
+    def _reason_with_terminated(
+        cls, value: TerminationReason | None, info: ValidationInfo
+    ) -> TerminationReason | None:
+        if (
+            value is not None
+            and "status" in info.data
+            and info.data["status"] is not SessionStatus.TERMINATED
+        ):
+            raise ValueError("only with status terminated")
+        return value
 
 
 class ActivityRequest(StrictModel):
