@@ -107,6 +107,9 @@ def project_image(engine: Engine, base_images: dict[str, str], timings: Timings)
         args += ["--format", "docker", "--pull=never"]
     with timings.step(f"build {PROJECT_IMAGE} from Dockerfile.rdp-controller"):
         engine.run(*args, str(ROOT), timeout=1800)
+    # A rebuild leaves the previous image untagged: drop such dangling images (not the layer cache
+    # the tagged images keep), so repeated runs do not fill the disk.
+    engine.run("image", "prune", "-f", check=False, timeout=300)
     return PROJECT_IMAGE
 
 
