@@ -107,9 +107,8 @@ def project_image(engine: Engine, base_images: dict[str, str], timings: Timings)
         args += ["--format", "docker", "--pull=never"]
     with timings.step(f"build {PROJECT_IMAGE} from Dockerfile.rdp-controller"):
         engine.run(*args, str(ROOT), timeout=1800)
-    # A rebuild leaves the previous image untagged: drop such dangling images (not the layer cache
-    # the tagged images keep), so repeated runs do not fill the disk.
-    engine.run("image", "prune", "-f", check=False, timeout=300)
+    # (No `image prune`: the untagged images a rebuild leaves are also the builder stage's layer
+    # cache, which keeps the next build at seconds instead of ~45 s.)
     return PROJECT_IMAGE
 
 
