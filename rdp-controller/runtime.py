@@ -36,6 +36,7 @@ from .relayed_connections import RelayedConnections
 from .schema_validator import SchemaValidator
 from .server_pool import ServerPool
 from .session_controller import SessionController
+from .session_effects import TransitionEffects
 from .session_maintenance import SessionMaintenance
 from .storage.mongo import MongoStore
 from .storage.redis import RedisCoordination
@@ -43,6 +44,8 @@ from .storage.redis import RedisCoordination
 logger = logging.getLogger(__name__)
 
 BOOTSTRAP_RETRY_SECONDS = 2.0
+# Transitions still pending after this many backend timeouts were interrupted: a background pass settles them.
+SETTLE_GRACE_BACKEND_TIMEOUTS = 3
 
 
 class Runtime:
@@ -84,6 +87,16 @@ class Runtime:
             settings, self.store, self.connections, self.background, self.mongo_ready, self.metrics
         )
         self.integrations = self.integration.manager
+        self.effects = TransitionEffects(
+            self.store,
+            self.coordination,
+            self.connections,
+            self.descriptors,
+            self.metrics,
+            grace_seconds=SETTLE_GRACE_BACKEND_TIMEOUTS * settings.BACKEND_TIMEOUT_SECONDS,
+            hooks=self.integration.hooks,
+            closer=self.relayed if settings.relay_enabled else None,
+        )
         self.sessions = SessionController(
             self.store,
             self.coordination,
@@ -91,9 +104,8 @@ class Runtime:
             self.descriptors,
             settings,
             self.metrics,
-            hooks=self.integration.hooks,
+            self.effects,
             dedicated=self.integration.warm_pool,
-            closer=self.relayed,
         )
         self.relay = RdpRelay(
             settings,
@@ -131,6 +143,7 @@ class Runtime:
         # Leader loops: one replica at a time runs each, once MongoDB is set up.
         leader_loops: list[tuple[str, Callable[[], Awaitable[object]], float]] = [
             ("reaper", self.maintenance.reap_once, settings.RDP_CONTROLLER_REAPER_INTERVAL),
+            ("settle", self.effects.settle_interrupted, settings.RDP_CONTROLLER_REAPER_INTERVAL),
             ("reconciler", self.maintenance.reconcile_once, settings.RDP_CONTROLLER_RECONCILE_INTERVAL),
             ("drain", self.pool.enforce_drain_deadlines, settings.RDP_CONTROLLER_REAPER_INTERVAL),
             ("health_monitor", self.health_monitor.run_once, settings.RDP_CONTROLLER_PROBE_INTERVAL),

@@ -3,12 +3,15 @@ SessionController: the session lifecycle state machine, limits, timers and recon
 
 The state machine is enforced here and only here (``TRANSITIONS``). Every change is a
 compare-and-set on ``status`` and ``version`` in MongoDB; a loser reloads and decides again,
-so two replicas racing on one session cannot both win. Slots are Redis leases reserved by
-the connection manager and released when a session reaches a final state.
+so two replicas racing on one session cannot both win. A change commits together with the
+record of its transition, whose effects (event, lease release, closing connections, peer
+deliveries) ``TransitionEffects`` carries out exactly once. Slots are Redis leases reserved by
+the connection manager.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -17,10 +20,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from pymongo.errors import DuplicateKeyError, PyMongoError
-from redis.exceptions import RedisError
+from pymongo.errors import DuplicateKeyError, PyMongoError, ServerSelectionTimeoutError
 
-from common.errors import Conflict, LucidError, NoCapacity, NotFound, ValidationFailed
+from common.errors import Conflict, NoCapacity, NotFound, ValidationFailed
 
 from .config import RdpControllerSettings
 from .connection_manager import ConnectionManager
@@ -36,6 +38,7 @@ from .models import (
     TerminationReason,
     is_uuid,
 )
+from .session_effects import TransitionEffects, transition_record
 from .session_states import (
     CONTROLLER_ONLY,
     TRANSITIONS,
@@ -51,18 +54,9 @@ logger = logging.getLogger(__name__)
 
 S = SessionStatus
 CAS_ATTEMPTS = 8
-
-
-class LifecycleHooks(Protocol):
-    """Told of every committed transition; must not block (the integration layer queues work)."""
-
-    async def on_transition(
-        self,
-        session: Document,
-        from_status: SessionStatus | None,
-        to_status: SessionStatus,
-        reason: str | None,
-    ) -> None: ...
+# A replay waits for the first request with its Idempotency-Key at most this many backend timeouts.
+IDEMPOTENCY_WAIT_FACTOR = 3
+IDEMPOTENCY_POLL_SECONDS = 0.05
 
 
 class DedicatedServers(Protocol):
@@ -71,23 +65,6 @@ class DedicatedServers(Protocol):
     async def acquire(self, *, session_id: str, user_id: str, session_config: Document) -> str:
         """Return the ``server_id`` of a registered, available server reserved for this session."""
         ...
-
-
-class ConnectionCloser(Protocol):
-    """Closes a session's relayed client connections on whichever replica holds them."""
-
-    async def close(self, session_id: str, *, keep: str | None = None, why: str = "closed") -> None: ...
-
-
-class NoHooks:
-    async def on_transition(
-        self,
-        session: Document,
-        from_status: SessionStatus | None,
-        to_status: SessionStatus,
-        reason: str | None,
-    ) -> None:
-        return None
 
 
 def _check_connectable(status: SessionStatus) -> None:
@@ -125,9 +102,8 @@ class SessionController:
         descriptors: DescriptorIssuer,
         settings: RdpControllerSettings,
         metrics: Metrics,
-        hooks: LifecycleHooks | None = None,
+        effects: TransitionEffects,
         dedicated: DedicatedServers | None = None,
-        closer: ConnectionCloser | None = None,
     ):
         self.store = store
         self.coordination = coordination
@@ -135,9 +111,8 @@ class SessionController:
         self.descriptors = descriptors
         self.settings = settings
         self.metrics = metrics
-        self.hooks: LifecycleHooks = hooks or NoHooks()
+        self.effects = effects
         self.dedicated = dedicated
-        self.closer = closer
         # Relay mode: the relay moves sessions to active/suspended as it sees clients come and go.
         # Direct mode: the API callers say so (connect, disconnect, activity).
         self.relay_mode = descriptors.mode is ConnectionMode.RELAY
@@ -176,15 +151,75 @@ class SessionController:
     async def create(
         self, request: CreateSessionRequest, *, user_id: str, idempotency_key: str | None, actor: str
     ) -> tuple[Document, bool]:
-        """Create (or return) a session. The flag is True when a new session was created."""
+        """Create (or return) a session. The flag is True when a new session was created.
+
+        With an ``Idempotency-Key`` the first request claims the key and records the session it
+        answered with, whichever path it took (new, reconnected); a replay, on any replica,
+        returns that session. A request arriving while the first is still under way waits for it.
+        """
         config = self.effective_config(request.session_config)
         fingerprint = hashlib.sha256(
             json.dumps([user_id, request.model_dump(mode="json")], sort_keys=True).encode()
         ).hexdigest()
-        if idempotency_key is not None:
-            existing = await self.store.sessions.by_idempotency_key(user_id, idempotency_key)
-            if existing is not None:
-                return self._replayed(existing, fingerprint), False
+        if idempotency_key is None:
+            return await self._create(
+                request, config, user_id=user_id, key=None, fingerprint=fingerprint, actor=actor
+            )
+        claims = self.store.idempotency
+        claim = await claims.claim(user_id, idempotency_key, fingerprint)
+        if claim is not None:
+            return await self._replay(claim, user_id, idempotency_key, fingerprint), False
+        try:
+            document, created = await self._create(
+                request, config, user_id=user_id, key=idempotency_key, fingerprint=fingerprint, actor=actor
+            )
+        except BaseException:
+            try:
+                await claims.release(user_id, idempotency_key)
+            except PyMongoError as exc:  # the stale claim is taken over by the next request with the key
+                logger.warning("Idempotency-Key claim of %s not released: %s", user_id, exc)
+            raise
+        await claims.complete(user_id, idempotency_key, document["session_id"], reconnected=not created)
+        return document, created
+
+    async def _replay(self, claim: Document, user_id: str, key: str, fingerprint: str) -> Document:
+        if claim.get("fingerprint") != fingerprint:
+            raise ValidationFailed(
+                "Idempotency-Key: this key was used with a different request",
+                code="IDEMPOTENCY_KEY_REUSED",
+                details={"field": "Idempotency-Key", "session_id": claim.get("session_id")},
+            )
+        deadline = time.monotonic() + IDEMPOTENCY_WAIT_FACTOR * self.settings.BACKEND_TIMEOUT_SECONDS
+        while claim.get("session_id") is None:
+            # The first request with this key is still under way (on this replica or another).
+            if time.monotonic() > deadline:
+                raise Conflict(
+                    "Idempotency-Key: the first request with this key is still under way; retry shortly",
+                    code="IDEMPOTENCY_KEY_IN_PROGRESS",
+                    details={"field": "Idempotency-Key"},
+                )
+            await asyncio.sleep(IDEMPOTENCY_POLL_SECONDS)
+            found = await self.store.idempotency.get(user_id, key)
+            if found is None:
+                raise Conflict(
+                    "Idempotency-Key: the first request with this key failed; retry it",
+                    code="IDEMPOTENCY_KEY_IN_PROGRESS",
+                    details={"field": "Idempotency-Key"},
+                )
+            claim = found
+        session = await self.get(claim["session_id"])
+        return {**session, "reconnected": True} if claim.get("reconnected") else session
+
+    async def _create(
+        self,
+        request: CreateSessionRequest,
+        config: Document,
+        *,
+        user_id: str,
+        key: str | None,
+        fingerprint: str,
+        actor: str,
+    ) -> tuple[Document, bool]:
         if not request.new_session and request.server_id is None:
             offered = await self._offer_reconnect(user_id, config, actor)
             if offered is not None:
@@ -227,38 +262,29 @@ class SessionController:
             "termination_reason": None,
             "version": 1,
             "created_by": actor,
-            "idempotency_key": idempotency_key,
+            "idempotency_key": key,
             "request_fingerprint": fingerprint,
         }
         document.update(compute_deadlines(document))
+        document["pending_transitions"] = [transition_record(document, None, S.READY, "slot_reserved", actor)]
         try:
             await self.store.sessions.insert(document)
         except DuplicateKeyError:
             await self.connections.release(lease)
-            existing = await self.store.sessions.by_idempotency_key(user_id, idempotency_key or "")
-            if existing is None:
-                raise
-            return self._replayed(existing, fingerprint), False
+            raise
+        except ServerSelectionTimeoutError:
+            await self.connections.release(lease)  # no server was reached: nothing was written
+            self.metrics.inc("session_create_failures")
+            raise
         except PyMongoError:
-            await self.connections.release(lease)
+            # The insert may have been written before the error: the slot stays reserved. Written,
+            # the session's transition is settled by the reaper; not, the reconciler drops the lease.
             self.metrics.inc("session_create_failures")
             raise
         document.pop("_id", None)
         self.metrics.inc("sessions_created")
-        await self._record(document, None, S.CREATING, None, actor)
-        await self._record(document, S.CREATING, S.READY, "slot_reserved", actor)
-        await self.hooks.on_transition(document, S.CREATING, S.READY, None)
+        await self.effects.settle(document)
         return document, True
-
-    @staticmethod
-    def _replayed(existing: Document, fingerprint: str) -> Document:
-        if existing.get("request_fingerprint") not in (None, fingerprint):
-            raise ValidationFailed(
-                "Idempotency-Key: this key was used with a different request",
-                code="IDEMPOTENCY_KEY_REUSED",
-                details={"field": "Idempotency-Key", "session_id": existing["session_id"]},
-            )
-        return existing
 
     async def _offer_reconnect(self, user_id: str, config: Document, actor: str) -> Document | None:
         keys = ("display_resolution", "color_depth", "labels")
@@ -280,9 +306,15 @@ class SessionController:
         reason: str | None,
         actor: str,
     ) -> Document:
-        """Decide on the freshest copy and compare-and-set; reload and decide again on a lost race."""
+        """Decide on the freshest copy and compare-and-set; reload and decide again on a lost race.
+
+        A status change is committed with the record of its transition and then settled
+        (``TransitionEffects``); transitions an earlier failure left pending are settled first.
+        """
         for _attempt in range(CAS_ATTEMPTS):
             current = await self.get(session_id, owner=owner)
+            if current.get("pending_transitions"):
+                await self.effects.settle(current)
             decision = decide(current)
             if decision is None:
                 return current
@@ -292,77 +324,19 @@ class SessionController:
                 raise invalid_transition(status, target)
             merged = {**current, **changes, "status": (target or status).value}
             fields = {**changes, "status": merged["status"], **compute_deadlines(merged)}
-            updated = await self.store.sessions.compare_and_set(
-                session_id, status, current["version"], fields
-            )
-            if updated is None:
-                continue
+            transition = None
             if target is not None and target is not status:
                 # A decision made on the freshest copy (the reaper's) carries its own reason.
                 event_reason = reason if reason is not None else changes.get("termination_reason")
-                await self._after_transition(updated, status, target, event_reason, actor)
+                transition = transition_record(merged, status, target, event_reason, actor)
+            updated = await self.store.sessions.compare_and_set(
+                session_id, status, current["version"], fields, transition=transition
+            )
+            if updated is None:
+                continue
+            await self.effects.settle(updated)
             return updated
         raise Conflict(f"session {session_id} is changing too fast; try again", code="CONCURRENT_UPDATE")
-
-    async def _after_transition(
-        self,
-        document: Document,
-        from_status: SessionStatus,
-        to_status: SessionStatus,
-        reason: str | None,
-        actor: str,
-    ) -> None:
-        if to_status in FINAL_STATUSES:
-            await self.store.connections.close_open(document["session_id"], utcnow())
-            if document.get("server_id"):
-                try:
-                    await self.connections.release(
-                        Lease(document["server_id"], document["user_id"], document["session_id"])
-                    )
-                except RedisError as exc:
-                    # The reconciler drops leases of final sessions; the lease also expires.
-                    logger.warning("Lease of %s not released now: %s", document["session_id"], exc)
-            await self._end_connections(document["session_id"], why=f"session {to_status.value}")
-            self.metrics.inc("sessions_terminated", reason or "")
-        await self._record(document, from_status, to_status, reason, actor)
-        await self.hooks.on_transition(document, from_status, to_status, reason)
-
-    async def _record(
-        self,
-        document: Document,
-        from_status: SessionStatus | None,
-        to_status: SessionStatus,
-        reason: str | None,
-        actor: str,
-    ) -> None:
-        event = {
-            "event_id": new_id(),
-            "session_id": document["session_id"],
-            "user_id": document["user_id"],
-            "server_id": document.get("server_id"),
-            "from_status": from_status.value if from_status else None,
-            "to_status": to_status.value,
-            "reason": reason,
-            "actor": actor,
-            "at": utcnow(),
-            "seq": time.monotonic_ns(),
-        }
-        await self.store.events.append(event)
-        try:
-            await self.coordination.publish_event({**event, "at": event["at"].isoformat()})
-        except RedisError as exc:
-            logger.warning("Event %s not published on the stream: %s", event["event_id"], exc)
-
-    async def _end_connections(self, session_id: str, *, why: str) -> None:
-        """Close the session's relayed connection wherever it is, and revoke its unused tokens."""
-        try:
-            await self.descriptors.revoke(session_id)
-            if self.closer is not None:
-                await self.closer.close(session_id, why=why)
-        except (RedisError, LucidError) as exc:
-            # The relay's sweep closes connections of final sessions; tokens expire on their own
-            # and the relay refuses tokens of final sessions.
-            logger.warning("Connections of %s not closed through Redis now: %s", session_id, exc)
 
     async def terminate(
         self, session_id: str, *, owner: str | None, reason: TerminationReason, actor: str
@@ -487,7 +461,7 @@ class SessionController:
         document = await self._apply(session_id, owner, decide, reason="client_disconnected", actor=actor)
         await self.store.connections.close_open(session_id, utcnow())
         if self.relay_mode:
-            await self._end_connections(session_id, why="disconnected by the API")
+            await self.effects.end_connections(session_id, why="disconnected by the API")
         return document
 
     async def record_activity(

@@ -48,6 +48,11 @@ def generate() -> tuple[str, str]:
     return token, hash_token(token)
 
 
+def _text(value: str | bytes) -> str:
+    """A Redis reply as text, whether the client decodes replies or not."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _invalid() -> Unauthorized:
     return Unauthorized(_INVALID_MESSAGE, code=TOKEN_INVALID)
 
@@ -131,7 +136,7 @@ class ConnectionTokenStore:
         """Invalidate every outstanding token of ``session_id``; returns how many were still valid."""
         try:
             hashes = await self._redis.smembers(self._session_key(session_id))
-            keys = [self.key_for_hash(str(token_hash)) for token_hash in hashes]
+            keys = [self.key_for_hash(_text(token_hash)) for token_hash in hashes]
             if not keys:
                 return 0
             async with self._redis.pipeline(transaction=True) as pipe:

@@ -28,8 +28,11 @@ CONNECTIONS = "rdp_connections"
 EVENTS = "rdp_session_events"
 SERVER_EVENTS = "rdp_server_events"
 OUTBOX = "integration_outbox"
+IDEMPOTENCY = "rdp_idempotency_keys"
 
 NO_ID = {"_id": False}
+# A pending Idempotency-Key claim older than this belongs to a request that died: it is taken over.
+IDEMPOTENCY_STALE_SECONDS = 60.0
 
 
 def utcnow() -> datetime:
@@ -84,15 +87,39 @@ class SessionRepository:
         return await cursor.to_list(length=100)
 
     async def compare_and_set(
-        self, session_id: str, status: SessionStatus, version: int, changes: dict[str, Any]
+        self,
+        session_id: str,
+        status: SessionStatus,
+        version: int,
+        changes: dict[str, Any],
+        *,
+        transition: dict[str, Any] | None = None,
     ) -> MongoDocument | None:
-        """Apply ``changes`` only if the session is still at ``status``/``version``; None if it moved."""
+        """Apply ``changes`` only if the session is still at ``status``/``version``; None if it moved.
+
+        ``transition``, the record of a status change, is pushed onto ``pending_transitions`` by
+        the same write, so the change and the duty to carry out its effects commit together.
+        """
+        update: dict[str, Any] = {"$set": {**changes, "updated_at": utcnow()}, "$inc": {"version": 1}}
+        if transition is not None:
+            update["$push"] = {"pending_transitions": transition}
         return await self.collection.find_one_and_update(
             {"session_id": session_id, "status": status.value, "version": version},
-            {"$set": {**changes, "updated_at": utcnow()}, "$inc": {"version": 1}},
+            update,
             projection=NO_ID,
             return_document=ReturnDocument.AFTER,
         )
+
+    async def settled(self, session_id: str, event_id: str) -> None:
+        """A pending transition's effects are done: drop it (the session's version does not move)."""
+        await self.collection.update_one(
+            {"session_id": session_id}, {"$pull": {"pending_transitions": {"event_id": event_id}}}
+        )
+
+    async def unsettled(self, older_than: datetime, limit: int) -> list[MongoDocument]:
+        """Sessions with a transition pending since before ``older_than`` (its effects were interrupted)."""
+        found = self.collection.find({"pending_transitions.at": {"$lt": older_than}}, NO_ID)
+        return await found.limit(limit).to_list(length=limit)
 
     async def touch(self, session_id: str, version: int, changes: dict[str, Any]) -> MongoDocument | None:
         """Update fields without a status change, still guarded by ``version``."""
@@ -150,12 +177,60 @@ class SessionRepository:
         return counts
 
 
+class IdempotencyRepository:
+    """``Idempotency-Key`` claims: the first request with a key claims it, then records its answer.
+
+    One document per (user, key): ``fingerprint`` of the request, ``session_id`` of the answer
+    (None while the first request is under way), ``reconnected`` when it reconnected a session.
+    A claim left pending by a request that died (its replica killed) is taken over after
+    ``stale_seconds``.
+    """
+
+    def __init__(self, collection: AsyncCollection[MongoDocument], *, stale_seconds: float):
+        self.collection = collection
+        self.stale = timedelta(seconds=stale_seconds)
+
+    async def claim(self, user_id: str, key: str, fingerprint: str) -> MongoDocument | None:
+        """None when this request now holds the key; else the claim of the request that does."""
+        now = utcnow()
+        document = {"user_id": user_id, "key": key, "fingerprint": fingerprint, "session_id": None}
+        try:
+            await self.collection.insert_one({**document, "claimed_at": now})
+            return None
+        except DuplicateKeyError:
+            pass
+        taken = await self.collection.find_one_and_update(
+            {"user_id": user_id, "key": key, "session_id": None, "claimed_at": {"$lt": now - self.stale}},
+            {"$set": {"fingerprint": fingerprint, "claimed_at": now}},
+        )
+        if taken is not None:
+            return None
+        return await self.get(user_id, key) or await self.claim(user_id, key, fingerprint)
+
+    async def get(self, user_id: str, key: str) -> MongoDocument | None:
+        return await self.collection.find_one({"user_id": user_id, "key": key}, NO_ID)
+
+    async def complete(self, user_id: str, key: str, session_id: str, *, reconnected: bool) -> None:
+        await self.collection.update_one(
+            {"user_id": user_id, "key": key},
+            {"$set": {"session_id": session_id, "reconnected": reconnected, "answered_at": utcnow()}},
+        )
+
+    async def release(self, user_id: str, key: str) -> None:
+        """The first request failed before it had a session: the key is free for a retry."""
+        await self.collection.delete_one({"user_id": user_id, "key": key, "session_id": None})
+
+
 class EventRepository:
     def __init__(self, collection: AsyncCollection[MongoDocument]):
         self.collection = collection
 
-    async def append(self, event: MongoDocument) -> None:
-        await self.collection.insert_one(dict(event))
+    async def append_once(self, event: MongoDocument) -> bool:
+        """Append the event unless it is there already (by ``event_id``); True when appended now."""
+        result = await self.collection.update_one(
+            {"event_id": event["event_id"]}, {"$setOnInsert": dict(event)}, upsert=True
+        )
+        return result.upserted_id is not None
 
     async def for_session(self, session_id: str, limit: int) -> list[MongoDocument]:
         found = self.collection.find({"session_id": session_id}, NO_ID).sort(
@@ -254,6 +329,9 @@ class MongoStore:
         self.connections = ConnectionRepository(database[CONNECTIONS])
         self.servers = ServerRepository(database[SERVERS])
         self.outbox: AsyncCollection[MongoDocument] = database[OUTBOX]
+        self.idempotency = IdempotencyRepository(
+            database[IDEMPOTENCY], stale_seconds=IDEMPOTENCY_STALE_SECONDS
+        )
 
     async def ensure_indexes(self) -> None:
         """Create every index; safe to run at every start and from every replica."""
@@ -263,6 +341,7 @@ class MongoStore:
                 IndexModel([("user_id", ASCENDING), ("status", ASCENDING)], name="user_status"),
                 IndexModel([("server_id", ASCENDING), ("status", ASCENDING)], name="server_status"),
                 IndexModel([("status", ASCENDING), ("next_deadline", ASCENDING)], name="status_deadline"),
+                IndexModel([("pending_transitions.at", ASCENDING)], name="pending_transitions"),
                 IndexModel([("created_at", DESCENDING), ("session_id", DESCENDING)], name="created_order"),
                 IndexModel(
                     [("user_id", ASCENDING), ("idempotency_key", ASCENDING)],
@@ -275,6 +354,7 @@ class MongoStore:
         await self.database[EVENTS].create_indexes(
             [
                 IndexModel([("session_id", ASCENDING), ("at", ASCENDING)], name="session_at"),
+                IndexModel([("event_id", ASCENDING)], unique=True, name="event_id_unique"),
                 IndexModel(
                     [("at", ASCENDING)],
                     expireAfterSeconds=int(self.event_retention.total_seconds()),
@@ -304,6 +384,9 @@ class MongoStore:
                 IndexModel([("server_id", ASCENDING)], unique=True, name="server_id_unique"),
                 IndexModel([("address", ASCENDING), ("port", ASCENDING)], unique=True, name="address_unique"),
             ]
+        )
+        await self.database[IDEMPOTENCY].create_indexes(
+            [IndexModel([("user_id", ASCENDING), ("key", ASCENDING)], unique=True, name="user_key_unique")]
         )
         await self.outbox.create_indexes(
             [

@@ -138,8 +138,7 @@ def test_a_session_lives_and_ends_over_http_against_the_entrypoint_process(
         assert api.json("GET", f"/api/v1/servers/{server_id}", 200, OPERATOR)["live_sessions"] == 0
 
         assert transitions(api, session_id, alice) == [
-            (None, "creating", None, "session-api"),
-            ("creating", "ready", "slot_reserved", "session-api"),
+            (None, "ready", "slot_reserved", "session-api"),
             ("ready", "active", "client_connected", "alice"),
             ("active", "suspended", "client_disconnected", "alice"),
             ("suspended", "active", "reconnected", "alice"),
@@ -166,8 +165,7 @@ def test_a_session_lives_and_ends_over_http_against_the_entrypoint_process(
             current = api.json("GET", f"/api/v1/sessions/{lazy['session_id']}", 200, bob)
         assert current["termination_reason"] == "idle_timeout"
         assert transitions(api, lazy["session_id"], bob) == [
-            (None, "creating", None, "session-api"),
-            ("creating", "ready", "slot_reserved", "session-api"),
+            (None, "ready", "slot_reserved", "session-api"),
             ("ready", "terminated", "idle_timeout", "reaper"),
         ]
         assert api.json("GET", f"/api/v1/servers/{server_id}", 200, OPERATOR)["live_sessions"] == 0

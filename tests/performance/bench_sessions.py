@@ -136,8 +136,13 @@ def _event(
 
 
 async def _append_and_publish(floor: Floor, event: dict[str, Any]) -> None:
-    await floor.db[EVENTS].insert_one(dict(event))
+    """A transition's event, appended once (upsert by id) and published, then the transition settled."""
+    await floor.db[EVENTS].update_one({"event_id": event["event_id"]}, {"$setOnInsert": event}, upsert=True)
     await floor.coordination.publish_event({**event, "at": event["at"].isoformat()})
+    await floor.db[SESSIONS].update_one(
+        {"session_id": event["session_id"]},
+        {"$pull": {"pending_transitions": {"event_id": event["event_id"]}}},
+    )
 
 
 async def op_suspended_for(floor: Floor, pair: Pair) -> None:
@@ -164,9 +169,8 @@ async def op_insert_session(floor: Floor, pair: Pair) -> None:
     await floor.db[SESSIONS].insert_one(_session_document(floor, pair))
 
 
-async def op_created_events(floor: Floor, pair: Pair) -> None:
-    await _append_and_publish(floor, _event(floor, pair, None, "creating", None))
-    await _append_and_publish(floor, _event(floor, pair, "creating", "ready", "slot_reserved"))
+async def op_created_event(floor: Floor, pair: Pair) -> None:
+    await _append_and_publish(floor, _event(floor, pair, None, "ready", "slot_reserved"))
 
 
 async def op_get(floor: Floor, pair: Pair) -> None:
@@ -208,6 +212,11 @@ async def op_release(floor: Floor, pair: Pair) -> None:
     await floor.coordination.release(Lease(floor.server["server_id"], pair.user_id, pair.session_id))
 
 
+async def op_revoke_tokens(floor: Floor, pair: Pair) -> None:
+    coordination = floor.coordination
+    await coordination.client.smembers(f"{coordination.prefix}:conntoken:session:{pair.session_id}")
+
+
 async def op_terminated_event(floor: Floor, pair: Pair) -> None:
     await _append_and_publish(floor, _event(floor, pair, "ready", "terminated", "admin"))
 
@@ -218,12 +227,21 @@ FLOOR_OPERATIONS: tuple[tuple[str, str, Operation], ...] = (
     ("create", "Redis pipeline ZCOUNT per candidate server, 1 here (live_counts)", op_live_counts),
     ("create", "Redis EVALSHA reserve script (RedisCoordination.reserve)", op_reserve),
     ("create", "MongoDB rdp_sessions.insert_one (sessions.insert)", op_insert_session),
-    ("create", "MongoDB rdp_session_events.insert_one + Redis XADD, x2 (creating, ready)", op_created_events),
+    (
+        "create",
+        "MongoDB rdp_session_events upsert + Redis XADD + rdp_sessions $pull (ready)",
+        op_created_event,
+    ),
     ("terminate", "MongoDB rdp_sessions.find_one (get)", op_get),
     ("terminate", "MongoDB rdp_sessions.find_one_and_update (compare-and-set)", op_compare_and_set),
     ("terminate", "MongoDB rdp_connections.update_many (connections.close_open)", op_close_open),
     ("terminate", "Redis EVALSHA release script (RedisCoordination.release)", op_release),
-    ("terminate", "MongoDB rdp_session_events.insert_one + Redis XADD (terminated)", op_terminated_event),
+    ("terminate", "Redis SMEMBERS of the session's tokens (revoke; none to delete)", op_revoke_tokens),
+    (
+        "terminate",
+        "MongoDB rdp_session_events upsert + Redis XADD + rdp_sessions $pull (terminated)",
+        op_terminated_event,
+    ),
 )
 
 
@@ -634,6 +652,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             RDP_CONTROLLER_RATE_LIMIT_PER_MINUTE="0",
             RDP_CONTROLLER_MAX_SESSIONS_PER_USER="1000",
             RDP_CONTROLLER_PROBE_INTERVAL="3600",  # the bench host is not an RDP server: do not probe it
+            RDP_CONTROLLER_RELAY_PORT="0",  # no client connects: direct mode (bench_relay.py: the relay)
         )
         service = ServiceProcess(entrypoint_argv(), env=env, port=port, log_path=workdir / "service.log")
         resources.enter_context(service)

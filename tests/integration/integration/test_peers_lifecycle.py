@@ -59,7 +59,7 @@ async def controller(
                     runtime.metrics,
                 )  # fmt: skip
                 await integrations.ensure_indexes()
-                runtime.sessions.hooks = integrations.hooks
+                runtime.effects.hooks = integrations.hooks
                 runtime.sessions.dedicated = integrations.warm_pool
                 await integrations.start()
             yield client, integrations

@@ -43,8 +43,11 @@ async def test_a_token_works_once(store: ConnectionTokenStore) -> None:
 
 async def test_only_the_hash_is_stored(redis: Redis, store: ConnectionTokenStore, prefix: str) -> None:
     token, _ = await store.issue("s-1", {"user_id": "alice"}, ttl=60)
-    keys = [key async for key in redis.scan_iter(match=f"{prefix}*")]
-    assert keys == [f"{prefix}{hash_token(token)}".encode()]
+    keys = sorted([key async for key in redis.scan_iter(match=f"{prefix}*")])
+    # The token's record, and the session's set of its tokens' hashes (for revoking them).
+    assert keys == [f"{prefix}{hash_token(token)}".encode(), f"{prefix}session:s-1".encode()]
+    assert await redis.smembers(keys[1]) == {hash_token(token).encode()}
+    assert 0 < await redis.ttl(keys[1]) <= 60
     raw = await redis.get(keys[0])
     assert raw is not None
     secret_part = token.split("_", 1)[1]
@@ -95,3 +98,14 @@ async def test_works_with_decoded_responses(redis_url: str, prefix: str) -> None
         assert await store.redeem(token) == {"a": [1, 2], "session_id": "s-9"}
     finally:
         await client.aclose()
+
+
+async def test_revoking_a_session_invalidates_its_unused_tokens(store: ConnectionTokenStore) -> None:
+    first, _ = await store.issue("s-1", {}, ttl=60)
+    second, _ = await store.issue("s-1", {}, ttl=60)
+    other, _ = await store.issue("s-2", {}, ttl=60)
+    assert await store.revoke_session("s-1") == 2
+    await assert_invalid(store, first)
+    await assert_invalid(store, second)
+    assert (await store.redeem(other))["session_id"] == "s-2"
+    assert await store.revoke_session("s-1") == 0

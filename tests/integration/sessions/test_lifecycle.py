@@ -78,8 +78,7 @@ async def test_full_lifecycle_with_events(client: httpx.AsyncClient) -> None:
     events = (await call(client, "GET", f"/api/v1/sessions/{sid}/events", headers=ALICE))["items"]
     moves = [(e["from_status"], e["to_status"]) for e in events]
     assert moves == [
-        (None, "creating"),
-        ("creating", "ready"),
+        (None, "ready"),  # created straight in ready: no move through creating happened
         ("ready", "active"),
         ("active", "idle"),
         ("idle", "active"),
