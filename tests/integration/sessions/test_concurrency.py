@@ -86,4 +86,4 @@ async def test_racing_moves_on_one_session_cannot_both_win(settings: RdpControll
         assert results[0].status_code in (200, 409)
         events = (await first.get(f"/api/v1/sessions/{sid}/events", headers=SERVICE)).json()["items"]
         assert [e["to_status"] for e in events].count("terminated") == 1
-        assert final["version"] == len(events) - 1  # one version per committed move after creation
+        assert final["version"] == len(events)  # version 1 at creation (its event), one more per move
