@@ -94,6 +94,9 @@ class RdpControllerSettings(BaseSettings):
     RDP_MONITOR_URL: str = Field(default="")
     RDP_CONTROLLER_OUTBOX_INTERVAL: float = Field(default=5.0, gt=0, le=3600)
     RDP_CONTROLLER_WARM_POOL_SIZE: int = Field(default=0, ge=0, le=100)
+    RDP_CONTROLLER_PROVISION_TIMEOUT: float = Field(
+        default=300.0, gt=0, le=3600, description="Seconds a session may stay creating (then error)"
+    )
     RDP_CONTROLLER_WARM_POOL_IDLE_SECONDS: int = Field(default=3600, ge=60, le=7 * 86400)
 
     # Security

@@ -144,6 +144,7 @@ class Runtime:
         leader_loops: list[tuple[str, Callable[[], Awaitable[object]], float]] = [
             ("reaper", self.maintenance.reap_once, settings.RDP_CONTROLLER_REAPER_INTERVAL),
             ("settle", self.effects.settle_interrupted, settings.RDP_CONTROLLER_REAPER_INTERVAL),
+            ("provisioning", self.sessions.expire_provisioning, settings.RDP_CONTROLLER_REAPER_INTERVAL),
             ("reconciler", self.maintenance.reconcile_once, settings.RDP_CONTROLLER_RECONCILE_INTERVAL),
             ("drain", self.pool.enforce_drain_deadlines, settings.RDP_CONTROLLER_REAPER_INTERVAL),
             ("health_monitor", self.health_monitor.run_once, settings.RDP_CONTROLLER_PROBE_INTERVAL),
@@ -178,6 +179,7 @@ class Runtime:
 
     async def stop(self) -> None:
         await self.relay.stop()
+        await self.sessions.stop()
         await self.background.stop()
         await self.integration.close()
         await self.redis.aclose()

@@ -21,8 +21,9 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from pymongo.errors import DuplicateKeyError, PyMongoError, ServerSelectionTimeoutError
+from redis.exceptions import RedisError
 
-from common.errors import Conflict, NoCapacity, NotFound, ValidationFailed
+from common.errors import Conflict, LucidError, NoCapacity, NotFound, ValidationFailed
 
 from .config import RdpControllerSettings
 from .connection_manager import ConnectionManager
@@ -62,6 +63,10 @@ IDEMPOTENCY_POLL_SECONDS = 0.05
 class DedicatedServers(Protocol):
     """Hands out a dedicated server (from the warm pool or freshly provisioned) for one session."""
 
+    async def from_stock(self, *, session_id: str, user_id: str) -> str | None:
+        """A warm server reserved for this session at once, or None when one must be provisioned."""
+        ...
+
     async def acquire(self, *, session_id: str, user_id: str, session_config: Document) -> str:
         """Return the ``server_id`` of a registered, available server reserved for this session."""
         ...
@@ -91,6 +96,34 @@ def _check_suspended(status: SessionStatus) -> None:
         )
 
 
+def new_session(
+    session_id: str,
+    user_id: str,
+    config: Document,
+    status: SessionStatus,
+    server_id: str | None,
+    actor: str,
+    now: datetime,
+) -> Document:
+    """The document of a session just created (its deadlines included)."""
+    document: Document = {
+        "session_id": session_id,
+        "user_id": user_id,
+        "server_id": server_id,
+        "connection_id": new_id(),
+        "status": status.value,
+        "session_config": config,
+        "created_at": now,
+        "updated_at": now,
+        "max_deadline": now + timedelta(seconds=config["session_timeout"]),
+        "termination_reason": None,
+        "version": 1,
+        "created_by": actor,
+    }
+    document.update(compute_deadlines(document))
+    return document
+
+
 class SessionController:
     """Create, read and move sessions through their life."""
 
@@ -113,6 +146,7 @@ class SessionController:
         self.metrics = metrics
         self.effects = effects
         self.dedicated = dedicated
+        self._provisioning: set[asyncio.Task[None]] = set()
         # Relay mode: the relay moves sessions to active/suspended as it sees clients come and go.
         # Direct mode: the API callers say so (connect, disconnect, activity).
         self.relay_mode = descriptors.mode is ConnectionMode.RELAY
@@ -234,9 +268,11 @@ class SessionController:
                         code="DEDICATED_UNAVAILABLE",
                         details={"field": "session_config.dedicated_server"},
                     )
-                pinned = await self.dedicated.acquire(
-                    session_id=session_id, user_id=user_id, session_config=config
-                )
+                pinned = await self.dedicated.from_stock(session_id=session_id, user_id=user_id)
+                if pinned is None:  # none warm: creating until one is provisioned
+                    return await self._create_provisioned(
+                        session_id, request, config, user_id, key, fingerprint, actor
+                    )
             server = await self.connections.place(
                 session_id=session_id,
                 user_id=user_id,
@@ -249,23 +285,8 @@ class SessionController:
         self.metrics.placement_latency.observe(time.perf_counter() - started)
         lease = Lease(server["server_id"], user_id, session_id)
         now = utcnow()
-        document: Document = {
-            "session_id": session_id,
-            "user_id": user_id,
-            "server_id": server["server_id"],
-            "connection_id": new_id(),
-            "status": S.READY.value,
-            "session_config": config,
-            "created_at": now,
-            "updated_at": now,
-            "max_deadline": now + timedelta(seconds=config["session_timeout"]),
-            "termination_reason": None,
-            "version": 1,
-            "created_by": actor,
-            "idempotency_key": key,
-            "request_fingerprint": fingerprint,
-        }
-        document.update(compute_deadlines(document))
+        document = new_session(session_id, user_id, config, S.READY, server["server_id"], actor, now)
+        document.update({"idempotency_key": key, "request_fingerprint": fingerprint})
         document["pending_transitions"] = [transition_record(document, None, S.READY, "slot_reserved", actor)]
         try:
             await self.store.sessions.insert(document)
@@ -285,6 +306,98 @@ class SessionController:
         self.metrics.inc("sessions_created")
         await self.effects.settle(document)
         return document, True
+
+    async def _create_provisioned(
+        self,
+        session_id: str,
+        request: CreateSessionRequest,
+        config: Document,
+        user_id: str,
+        key: str | None,
+        fingerprint: str,
+        actor: str,
+    ) -> tuple[Document, bool]:
+        """A session that is ``creating`` while its dedicated server is provisioned in the background."""
+        document = new_session(session_id, user_id, config, S.CREATING, None, actor, utcnow())
+        document.update({"idempotency_key": key, "request_fingerprint": fingerprint})
+        document["pending_transitions"] = [
+            transition_record(document, None, S.CREATING, "provisioning", actor)
+        ]
+        await self.store.sessions.insert(document)
+        document.pop("_id", None)
+        self.metrics.inc("sessions_created")
+        await self.effects.settle(document)
+        task = asyncio.create_task(
+            self._provision(session_id, user_id, config, request.session_config.labels)
+        )
+        self._provisioning.add(task)
+        task.add_done_callback(self._provisioning.discard)
+        return document, True
+
+    async def _provision(
+        self, session_id: str, user_id: str, config: Document, labels: dict[str, str]
+    ) -> None:
+        """creating -> ready on the provisioned server, or -> error (with why) releasing what it held."""
+        assert self.dedicated is not None
+        server_id: str | None = None
+        timeout = self.settings.RDP_CONTROLLER_PROVISION_TIMEOUT
+        try:
+            async with asyncio.timeout(timeout):
+                server_id = await self.dedicated.acquire(
+                    session_id=session_id, user_id=user_id, session_config=config
+                )
+                await self.connections.place(
+                    session_id=session_id, user_id=user_id, pinned_server_id=server_id, labels=labels
+                )
+        except TimeoutError:
+            await self._provisioning_failed(session_id, server_id, f"not provisioned within {timeout:g} s")
+            return
+        except (LucidError, PyMongoError, RedisError) as exc:
+            await self._provisioning_failed(session_id, server_id, str(exc))
+            return
+
+        def decide(current: Document) -> Decision:
+            if current["status"] != S.CREATING.value:
+                return None
+            return S.READY, {"server_id": server_id, "ready_at": utcnow()}
+
+        try:
+            document = await self._apply(session_id, None, decide, reason="provisioned", actor="provisioner")
+        except (LucidError, PyMongoError) as exc:
+            logger.warning("Provisioned session %s not made ready now: %s", session_id, exc)
+            return
+        if document["status"] != S.READY.value:  # it failed meanwhile (timed out): free the slot
+            await self.connections.release(Lease(server_id or "", user_id, session_id))
+
+    async def _provisioning_failed(self, session_id: str, server_id: str | None, why: str) -> None:
+        def decide(current: Document) -> Decision:
+            if current["status"] != S.CREATING.value:
+                return None
+            # The server, if one was handed out, goes back through the release_dedicated_server delivery.
+            return S.ERROR, {"server_id": server_id, "termination_reason": "error", "error": why[:300]}
+
+        logger.warning("Provisioning of session %s failed: %s", session_id, why)
+        try:
+            await self._apply(session_id, None, decide, reason="provisioning_failed", actor="provisioner")
+        except (LucidError, PyMongoError) as exc:
+            # Still creating: expire_provisioning ends it once the provisioning timeout has passed.
+            logger.warning("Session %s not marked error now: %s", session_id, exc)
+
+    async def expire_provisioning(self) -> int:
+        """End the sessions left ``creating`` past the provisioning timeout (their replica died)."""
+        cutoff = utcnow() - timedelta(seconds=self.settings.RDP_CONTROLLER_PROVISION_TIMEOUT)
+        expired = 0
+        for document in await self.store.sessions.creating_before(cutoff):
+            await self._provisioning_failed(document["session_id"], None, "provisioning timed out")
+            expired += 1
+        return expired
+
+    async def stop(self) -> None:
+        """Cancel provisioning still under way (its sessions end through ``expire_provisioning``)."""
+        for task in list(self._provisioning):
+            task.cancel()
+        if self._provisioning:
+            await asyncio.wait(self._provisioning, timeout=5.0)
 
     async def _offer_reconnect(self, user_id: str, config: Document, actor: str) -> Document | None:
         keys = ("display_resolution", "color_depth", "labels")

@@ -58,6 +58,8 @@ def compute_deadlines(document: Document) -> Document:
         deadlines["disconnect_deadline"] = document["suspended_at"] + timedelta(
             seconds=config["disconnect_timeout"]
         )
+    elif status is S.CREATING:
+        pass  # no idle timer while its server is provisioned: the provisioning timeout bounds it
     else:
         since: datetime = document.get("last_activity_at") or document["created_at"]
         deadlines["idle_deadline"] = since + timedelta(seconds=config["idle_timeout"])

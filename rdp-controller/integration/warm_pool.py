@@ -136,7 +136,15 @@ class WarmPool:
 
     # Acquire ------------------------------------------------------------------------------
     async def acquire(self, *, session_id: str, user_id: str, session_config: dict[str, Any]) -> str:
-        """The pool ``server_id`` of a dedicated server reserved for this session."""
+        """The pool ``server_id`` of a dedicated server reserved for this session (provisioned if need be)."""
+        from_stock = await self.from_stock(session_id=session_id, user_id=user_id)
+        return from_stock or await self._on_demand(session_id, user_id, session_config)
+
+    async def from_stock(self, *, session_id: str, user_id: str) -> str | None:
+        """A warm server reserved for this session at once, or None: one must be provisioned.
+
+        Raises ``DEDICATED_UNAVAILABLE`` when the stock is empty and nothing can provision one.
+        """
         for _ in range(self.size + 1):
             entry = await self._claim_stock(session_id, user_id)
             if entry is None:
@@ -147,7 +155,8 @@ class WarmPool:
                 return str(entry["server_id"])
             self._spawn(self.release_entry(entry, reason="unusable"))
         self.kick_refill()
-        return await self._on_demand(session_id, user_id, session_config)
+        self._client()  # raises DEDICATED_UNAVAILABLE when rdp-server-manager cannot be called
+        return None
 
     async def _claim_stock(self, session_id: str, user_id: str) -> MongoDocument | None:
         now = self._clock()

@@ -74,7 +74,9 @@ async def create_session(
     document, created = await runtime.sessions.create(
         request, user_id=user_id, idempotency_key=idempotency_key, actor=actor_of(principal)
     )
-    return session_body(runtime, document, 201 if created else 200, reconnected=document.get("reconnected"))
+    # 202: on a dedicated server still being provisioned, the session is "creating" (then ready or error).
+    status_code = (202 if document["status"] == SessionStatus.CREATING.value else 201) if created else 200
+    return session_body(runtime, document, status_code, reconnected=document.get("reconnected"))
 
 
 @router.get("")

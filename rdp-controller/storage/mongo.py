@@ -110,6 +110,10 @@ class SessionRepository:
             return_document=ReturnDocument.AFTER,
         )
 
+    async def creating_before(self, cutoff: datetime, limit: int = 500) -> list[MongoDocument]:
+        query = {"status": SessionStatus.CREATING.value, "created_at": {"$lt": cutoff}}
+        return await self.collection.find(query, NO_ID).to_list(length=limit)
+
     async def settled(self, session_id: str, event_id: str) -> None:
         """A pending transition's effects are done: drop it (the session's version does not move)."""
         await self.collection.update_one(

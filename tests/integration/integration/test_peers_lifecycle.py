@@ -268,3 +268,70 @@ async def test_dedicated_sessions_use_the_warm_pool(
 async def _stock(pool: Any) -> bool:
     snapshot = await pool.snapshot()
     return bool(snapshot["stock"] == 2)
+
+
+async def test_a_dedicated_session_is_creating_while_its_server_is_provisioned(
+    mongo_url: str, redis_url: str, peers: PeerServer
+) -> None:
+    """No warm server: 202 creating at once, ready once rdp-server-manager has the server up."""
+    settings = test_settings(mongo_url, redis_url, RDP_SERVER_MANAGER_URL=peers.url, **FAST)
+    peers.state.create_delay = 1.0
+    async with controller(settings) as (client, _):
+        started = time.perf_counter()
+        created = await client.post(
+            "/api/v1/sessions",
+            json={"user_id": "alice", "session_config": {"dedicated_server": True}},
+            headers=SERVICE,
+        )
+        assert created.status_code == 202, created.text
+        assert time.perf_counter() - started < 1.0  # the create did not wait for the provisioning
+        session = created.json()
+        assert (session["status"], session["server_id"]) == ("creating", None)
+        path = f"/api/v1/sessions/{session['session_id']}"
+
+        async def ready() -> bool:
+            return (await client.get(path, headers=SERVICE)).json()["status"] == "ready"
+
+        await eventually(ready)
+        current = (await client.get(path, headers=SERVICE)).json()
+        assert current["server_id"] is not None and current["error"] is None
+        events = (await client.get(f"{path}/events", headers=SERVICE)).json()["items"]
+        assert [(e["from_status"], e["to_status"], e["reason"]) for e in events] == [
+            (None, "creating", "provisioning"),
+            ("creating", "ready", "provisioned"),
+        ]
+
+
+async def test_a_failed_provisioning_makes_the_session_error_and_holds_nothing(
+    mongo_url: str, redis_url: str, peers: PeerServer
+) -> None:
+    settings = test_settings(mongo_url, redis_url, RDP_SERVER_MANAGER_URL=peers.url, **FAST)
+    peers.state.fail(SERVER_MANAGER)
+    async with controller(settings) as (client, _):
+        created = await client.post(
+            "/api/v1/sessions",
+            json={"user_id": "bob", "session_config": {"dedicated_server": True}},
+            headers=SERVICE,
+        )
+        assert created.status_code == 202, created.text
+        path = f"/api/v1/sessions/{created.json()['session_id']}"
+
+        async def failed() -> bool:
+            return (await client.get(path, headers=SERVICE)).json()["status"] == "error"
+
+        await eventually(failed)
+        current = (await client.get(path, headers=SERVICE)).json()
+        assert current["error"] and current["termination_reason"] == "error"
+        events = (await client.get(f"{path}/events", headers=SERVICE)).json()["items"]
+        assert [(e["from_status"], e["to_status"], e["reason"]) for e in events] == [
+            (None, "creating", "provisioning"),
+            ("creating", "error", "provisioning_failed"),
+        ]
+        # Nothing is held: the user's whole quota (3 sessions) is still free.
+        peers.state.heal()
+        await register_server(client, capacity=5)
+        for _ in range(3):
+            plain = await client.post(
+                "/api/v1/sessions", json={"user_id": "bob", "new_session": True}, headers=SERVICE
+            )
+            assert plain.status_code == 201, plain.text
