@@ -38,13 +38,20 @@ class BackendStatus:
 def create_mongo_client(
     url: str, *, timeout_seconds: float, app_name: str
 ) -> AsyncMongoClient[MongoDocument]:
-    """PyMongo's native asyncio client. It connects lazily, so a server that is down does not fail here."""
+    """PyMongo's native asyncio client. It connects lazily, so a server that is down does not fail here.
+
+    ``timeoutMS`` (PyMongo's client-side operation timeout) bounds every operation as a whole:
+    server selection, connection checkout, the round trip and any retry. Without it a request on an
+    open connection to a hung server (SIGSTOPped, or a stalled network) waits until the driver's
+    heartbeat gives the server up, several times ``timeout_seconds``.
+    """
     timeout_ms = int(timeout_seconds * 1000)
     return AsyncMongoClient(
         url,
         appname=app_name,
         tz_aware=True,
         uuidRepresentation="standard",
+        timeoutMS=timeout_ms,
         serverSelectionTimeoutMS=timeout_ms,
         connectTimeoutMS=timeout_ms,
         retryWrites=True,

@@ -131,6 +131,12 @@ class RdpControllerSettings(BaseSettings):
     RDP_CONTROLLER_IDLE_TIMEOUT: int = Field(default=1800, ge=1, le=7 * 86400)
     RDP_CONTROLLER_DISCONNECT_TIMEOUT: int = Field(default=900, ge=1, le=7 * 86400)
     RDP_CONTROLLER_SESSION_TIMEOUT: int = Field(default=28800, ge=1, le=30 * 86400)
+    RDP_CONTROLLER_READY_TIMEOUT: int = Field(
+        default=300,
+        ge=0,
+        le=7 * 86400,
+        description="Terminate (ready_timeout) a ready session no client connected within this; 0 = never",
+    )
     RDP_CONTROLLER_REAPER_INTERVAL: float = Field(default=5.0, gt=0, le=3600)
     RDP_CONTROLLER_RECONCILE_INTERVAL: float = Field(default=30.0, gt=0, le=86400)
     RDP_CONTROLLER_LEASE_TTL: int = Field(default=300, ge=5, le=86400)

@@ -5,14 +5,20 @@ Servers come from the API and from the static list ``RDP_CONTROLLER_SERVERS``. P
 picks, among available servers that match the requested labels, the least loaded relative
 to capacity and weight, and reserves a slot there through the Redis lease script, so that
 capacity holds across replicas. Reconnects go to the session's own server.
+
+While the lease sets are not trusted (Redis lost its data, or MongoDB was away so long that
+leases may have lapsed) nothing is reserved: creates answer 503 ``LEASES_REBUILDING`` until the
+reconciler has rebuilt them from MongoDB.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import random
 import re
+import time
 from collections.abc import Mapping
 from datetime import timedelta
 from enum import StrEnum
@@ -20,7 +26,7 @@ from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from common.errors import Conflict, NoCapacity, NotFound, ValidationFailed
+from common.errors import BackendUnavailable, Conflict, NoCapacity, NotFound, ValidationFailed
 
 from .config import RdpControllerSettings
 from .metrics import Metrics
@@ -45,6 +51,10 @@ DEDICATED_LABEL = "dedicated"
 ADD_HOST_HINT = (
     "add an RDP host with POST /api/v1/servers (operator role) or list it in RDP_CONTROLLER_SERVERS"
 )
+# A create that finds the lease sets untrusted waits this share of BACKEND_TIMEOUT_SECONDS for a
+# rebuild already under way (the first one at start-up takes milliseconds) before it answers 503.
+UNTRUSTED_WAIT_SHARE = 0.5
+UNTRUSTED_POLL_SECONDS = 0.05
 
 
 class ServerState(StrEnum):
@@ -305,9 +315,21 @@ class ConnectionManager:
     async def _reserve(
         self, server: dict[str, Any], session_id: str, user_id: str, limit: int
     ) -> Reservation:
-        outcome = await self.coordination.reserve(
-            Lease(server["server_id"], user_id, session_id), capacity=server["capacity"], user_limit=limit
-        )
+        lease = Lease(server["server_id"], user_id, session_id)
+        give_up = time.monotonic() + self.settings.BACKEND_TIMEOUT_SECONDS * UNTRUSTED_WAIT_SHARE
+        while True:
+            outcome = await self.coordination.reserve(lease, capacity=server["capacity"], user_limit=limit)
+            if outcome is not Reservation.UNTRUSTED:
+                break
+            if time.monotonic() >= give_up:
+                self.metrics.inc("creates_refused_untrusted_leases")
+                raise BackendUnavailable(
+                    "slot leases are being rebuilt from MongoDB (Redis lost them, or MongoDB was away "
+                    "longer than a lease lives); try again in a few seconds",
+                    code="LEASES_REBUILDING",
+                    details={"backend": "redis"},
+                )
+            await asyncio.sleep(UNTRUSTED_POLL_SECONDS)
         if outcome is Reservation.USER_LIMIT:
             raise Conflict(
                 f"user {user_id} has reached the limit of {limit} live sessions",

@@ -52,6 +52,7 @@ class TerminationReason(StrEnum):
     MAX_DURATION = "max_duration"
     SERVER_UNHEALTHY = "server_unhealthy"
     SERVER_REMOVED = "server_removed"
+    READY_TIMEOUT = "ready_timeout"
     ERROR = "error"
 
 

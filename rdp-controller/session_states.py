@@ -43,6 +43,18 @@ def invalid_transition(current: SessionStatus, target: SessionStatus) -> Conflic
     )
 
 
+def ready_deadline(document: Document, timeout_seconds: float) -> datetime | None:
+    """When a ``ready`` session no client has connected to is due (``RDP_CONTROLLER_READY_TIMEOUT``).
+
+    Counted from when it became ready (``ready_at``, else its creation); None when the session is
+    not ready or the timeout is off (0).
+    """
+    if timeout_seconds <= 0 or document.get("status") != S.READY.value:
+        return None
+    since: datetime = document.get("ready_at") or document["created_at"]
+    return since + timedelta(seconds=timeout_seconds)
+
+
 def compute_deadlines(document: Document) -> Document:
     """The idle, disconnect and maximum-duration deadlines for a session in its current state."""
     status = SessionStatus(document["status"])

@@ -5,7 +5,15 @@ Slot leases: per server a sorted set ``{prefix}:slots:{server_id}`` whose member
 ids scored by lease expiry (ms). Per user a sorted set ``{prefix}:user:{user_id}`` the same
 way. One Lua script drops expired members and reserves in both sets, or in neither, so
 capacity and the per-user limit hold across replicas. Everything here can be rebuilt from
-MongoDB (see ``SessionController.reconcile``).
+MongoDB (see ``SessionMaintenance.reconcile_once``).
+
+Trust: the lease sets count only while the marker ``{prefix}:leases:trusted`` exists. The
+reconciler sets it after each rebuild from MongoDB, with an expiry just short of the leases it
+renewed, so it vanishes when Redis loses its data (restart, ``FLUSHALL``) and when MongoDB has
+been away so long that live sessions' leases may have lapsed. Without it the reserve script
+refuses (``Reservation.UNTRUSTED``) and creates answer 503 until the next rebuild.
+``{prefix}:leases:epoch`` (no expiry) tells a lapsed marker (the leases are still there) from
+lost data (they are not).
 """
 
 from __future__ import annotations
@@ -15,15 +23,19 @@ import secrets
 import time
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
 EVENT_STREAM_MAXLEN = 10_000
 
-# KEYS: server slots, user sessions. ARGV: now_ms, expiry_ms, capacity, user_limit, session_id.
-# Returns 1 reserved (or renewed), -1 user limit reached, -2 server full.
+# KEYS: server slots, user sessions, trust marker. ARGV: now_ms, expiry_ms, capacity, user_limit,
+# session_id. Returns 1 reserved (or renewed), -1 user limit reached, -2 server full, -3 the lease
+# sets are not trusted (not rebuilt from MongoDB since Redis lost its data or the marker lapsed).
 _RESERVE = """
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  return -3
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
 if redis.call('ZSCORE', KEYS[1], ARGV[5]) then
@@ -53,6 +65,25 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 return redis.call('ZCARD', KEYS[1])
 """
 
+# KEYS: the pass's own key, trust marker, epoch. ARGV: ttl_ms. A reconcile pass starts: its key is
+# written (a flush during the pass deletes it, so the pass cannot mark a flushed set trusted).
+# Returns {marker exists (0/1), epoch or false}.
+_BEGIN_REBUILD = """
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+return {redis.call('EXISTS', KEYS[2]), redis.call('GET', KEYS[3])}
+"""
+
+# KEYS: the pass's own key, trust marker, epoch. ARGV: marker ttl_ms, epoch. The pass whose key is
+# still there marks the lease sets trusted. Returns 1 marked, 0 the key is gone (Redis lost its data).
+_MARK_TRUSTED = """
+if redis.call('DEL', KEYS[1]) == 0 then
+  return 0
+end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[1])
+redis.call('SET', KEYS[3], ARGV[2])
+return 1
+"""
+
 # KEYS: lock. ARGV: token, ttl_ms. Acquire or renew a lock we hold; 1 when held after the call.
 _LOCK = """
 local holder = redis.call('GET', KEYS[1])
@@ -79,6 +110,15 @@ class Reservation(IntEnum):
     RESERVED = 1
     USER_LIMIT = -1
     SERVER_FULL = -2
+    UNTRUSTED = -3
+
+
+@dataclass(frozen=True)
+class RebuildStart:
+    """What a reconcile pass found when it began."""
+
+    trusted: bool  # the marker was there: the lease sets are complete
+    epoch: str | None  # the epoch the sets were last rebuilt under (None: Redis lost its data)
 
 
 @dataclass(frozen=True)
@@ -104,6 +144,8 @@ class RedisCoordination:
         self._live_count = client.register_script(_LIVE_COUNT)
         self._lock = client.register_script(_LOCK)
         self._unlock = client.register_script(_UNLOCK)
+        self._begin_rebuild = client.register_script(_BEGIN_REBUILD)
+        self._mark_trusted = client.register_script(_MARK_TRUSTED)
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
@@ -111,25 +153,59 @@ class RedisCoordination:
     def _lease_keys(self, lease: Lease) -> list[str]:
         return [self.key("slots", lease.server_id), self.key("user", lease.user_id)]
 
+    def _trust_keys(self, token: str) -> list[str]:
+        return [
+            self.key("leases", "rebuild", token),
+            self.key("leases", "trusted"),
+            self.key("leases", "epoch"),
+        ]
+
     async def reserve(self, lease: Lease, *, capacity: int, user_limit: int) -> Reservation:
-        """Reserve a slot on the server and a place in the user's quota, both or neither."""
+        """Reserve a slot on the server and a place in the user's quota, both or neither.
+
+        ``UNTRUSTED`` (nothing reserved) while the lease sets are not rebuilt from MongoDB.
+        """
         now = _now_ms()
         result = await self._reserve(
-            keys=self._lease_keys(lease),
+            keys=[*self._lease_keys(lease), self.key("leases", "trusted")],
             args=[now, now + self.lease_ttl_ms, capacity, user_limit, lease.session_id],
         )
         return Reservation(int(result))
 
-    async def renew(self, leases: list[Lease]) -> None:
-        """Extend (or re-create) leases of live sessions; used by the reconciler."""
-        if not leases:
-            return
+    async def renew(self, leases: list[Lease]) -> int:
+        """Extend (or re-create) leases of live sessions; used by the reconciler. Their expiry (ms)."""
         expiry = _now_ms() + self.lease_ttl_ms
+        if not leases:
+            return expiry
         async with self.client.pipeline(transaction=False) as pipe:
             for lease in leases:
                 for key in self._lease_keys(lease):
                     pipe.zadd(key, {lease.session_id: expiry})
             await pipe.execute()
+        return expiry
+
+    # Trust in the lease sets --------------------------------------------------------------
+    async def begin_rebuild(self, token: str) -> RebuildStart:
+        """Start a reconcile pass holding ``token``; whether the sets are trusted now, and their epoch."""
+        reply = await self._begin_rebuild(keys=self._trust_keys(token), args=[self.lease_ttl_ms])
+        exists, epoch = cast(list[Any], reply)
+        return RebuildStart(trusted=int(exists) == 1, epoch=str(epoch) if epoch else None)
+
+    async def mark_trusted(self, token: str, *, epoch: str, valid_until_ms: int) -> bool:
+        """Mark the sets trusted until ``valid_until_ms`` unless Redis lost its data since ``token`` began."""
+        ttl_ms = valid_until_ms - _now_ms()
+        if ttl_ms <= 0:
+            return False
+        result = await self._mark_trusted(keys=self._trust_keys(token), args=[ttl_ms, epoch])
+        return int(result) == 1
+
+    async def trusted(self) -> bool:
+        return bool(await self.client.exists(self.key("leases", "trusted")))
+
+    async def scored_members(self, key: str) -> dict[str, float]:
+        """Members of a lease set with their expiry (ms), expired ones included."""
+        pairs = cast(list[tuple[str, float]], await self.client.zrange(key, 0, -1, withscores=True))
+        return {str(member): float(score) for member, score in pairs}
 
     async def release(self, lease: Lease) -> int:
         return int(await self._release(keys=self._lease_keys(lease), args=[lease.session_id]))

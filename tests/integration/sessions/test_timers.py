@@ -81,10 +81,12 @@ async def test_session_and_its_timer_survive_an_app_restart(mongo_url: str, redi
         assert body["termination_reason"] == "idle_timeout"  # the new instance enforced the old timer
 
 
-async def test_redis_flushed_limits_are_right_again_within_one_period(
+async def test_redis_flushed_creates_are_refused_until_the_leases_are_rebuilt(
     settings: RdpControllerSettings, mongo_url: str, redis_url: str
 ) -> None:
-    settings = test_settings(mongo_url, redis_url, RDP_CONTROLLER_RECONCILE_INTERVAL=0.5)
+    settings = test_settings(
+        mongo_url, redis_url, RDP_CONTROLLER_RECONCILE_INTERVAL=0.5, BACKEND_TIMEOUT_SECONDS=0.5
+    )
     async with running_app(settings) as (app, client):
         runtime = app.state.runtime
         server = await register_server(client, capacity=3)
@@ -94,7 +96,14 @@ async def test_redis_flushed_limits_are_right_again_within_one_period(
         keys = [key async for key in runtime.redis.scan_iter(match=f"{prefix}:*")]
         await runtime.redis.delete(*keys)  # what FLUSHALL does to this service's keys
         assert await runtime.coordination.live_count(server["server_id"]) == 0
-        await asyncio.sleep(settings.RDP_CONTROLLER_RECONCILE_INTERVAL * 3)
+        # The empty lease sets are not trusted: a create is refused, never placed on a "free" slot.
+        refused = await client.post("/api/v1/sessions", json={"user_id": "late"}, headers=SERVICE)
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "LEASES_REBUILDING"
+        # One period, the wait for creates reserved before the loss (2 x 0.5 s), and some slack.
+        for _ in range(50):
+            if await runtime.coordination.trusted():
+                break
+            await asyncio.sleep(0.1)
         assert await runtime.coordination.live_count(server["server_id"]) == 3
         full = await client.post("/api/v1/sessions", json={"user_id": "late"}, headers=SERVICE)
         assert full.status_code == 503 and full.json()["error"]["code"] == "NO_CAPACITY"
