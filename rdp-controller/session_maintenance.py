@@ -179,14 +179,27 @@ class SessionMaintenance:
             {"session_id": True, "user_id": True, "server_id": True, "_id": False}
         )
         leases = [Lease(d["server_id"], d["user_id"], d["session_id"]) for d in live if d.get("server_id")]
-        expiry_ms = await coordination.renew(leases)
+        sets = {key: await coordination.scored_members(key) for key in await coordination.scan_lease_keys()}
+        expiry_ms = coordination.new_expiry_ms()
+        # Renew the entries that are there. Re-create missing ones only for sessions still live now:
+        # one the snapshot saw live may have ended and released its slot since, and a new session may
+        # hold that slot already (re-creating the old entry would count one slot twice).
+        present: list[tuple[str, str]] = []
+        absent: list[tuple[str, str]] = []
+        for lease in leases:
+            for key in coordination.lease_keys(lease):
+                (present if lease.session_id in sets.get(key, {}) else absent).append((key, lease.session_id))
+        if absent:
+            ended = await store.sessions.final_among(sorted({member for _key, member in absent}))
+            absent = [(key, member) for key, member in absent if member not in ended]
+        await coordination.set_expiry(present, expiry_ms, only_existing=True)
+        await coordination.set_expiry(absent, expiry_ms, only_existing=False)
         live_ids = {lease.session_id for lease in leases}
         grace_ms = self.settle_seconds * 1000
         now_ms = time.time() * 1000
         dropped = orphans = 0
         suspects: set[str] = set()
-        for key in await coordination.scan_lease_keys():
-            scored = await coordination.scored_members(key)
+        for key, scored in sets.items():
             unknown = [member for member in scored if member not in live_ids]
             final = await store.sessions.final_among(unknown)
             missing = [member for member in unknown if member not in final]

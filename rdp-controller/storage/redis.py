@@ -184,6 +184,24 @@ class RedisCoordination:
             await pipe.execute()
         return expiry
 
+    def lease_keys(self, lease: Lease) -> list[str]:
+        """The slot key and the user key a lease is an entry of."""
+        return self._lease_keys(lease)
+
+    def new_expiry_ms(self) -> int:
+        return _now_ms() + self.lease_ttl_ms
+
+    async def set_expiry(
+        self, entries: list[tuple[str, str]], expiry_ms: int, *, only_existing: bool
+    ) -> None:
+        """Give (key, session id) entries this expiry; ``only_existing`` leaves absent ones absent."""
+        if not entries:
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key, member in entries:
+                pipe.zadd(key, {member: expiry_ms}, xx=only_existing)
+            await pipe.execute()
+
     # Trust in the lease sets --------------------------------------------------------------
     async def begin_rebuild(self, token: str) -> RebuildStart:
         """Start a reconcile pass holding ``token``; whether the sets are trusted now, and their epoch."""
