@@ -176,7 +176,7 @@ class Session(BaseModel):
     disconnect_deadline: datetime | None = None
     max_deadline: datetime | None = None
     termination_reason: TerminationReason | None = None
-    error: str | None = Field(default=None, description="Why the session is in error (provisioning failed)")
+    error_detail: str | None = Field(default=None, description="Why the session is in error")
     version: int
     reconnected: bool | None = None
 

@@ -374,7 +374,7 @@ class SessionController:
             if current["status"] != S.CREATING.value:
                 return None
             # The server, if one was handed out, goes back through the release_dedicated_server delivery.
-            return S.ERROR, {"server_id": server_id, "termination_reason": "error", "error": why[:300]}
+            return S.ERROR, {"server_id": server_id, "termination_reason": "error", "error_detail": why[:300]}
 
         logger.warning("Provisioning of session %s failed: %s", session_id, why)
         try:

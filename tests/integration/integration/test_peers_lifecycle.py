@@ -294,7 +294,7 @@ async def test_a_dedicated_session_is_creating_while_its_server_is_provisioned(
 
         await eventually(ready)
         current = (await client.get(path, headers=SERVICE)).json()
-        assert current["server_id"] is not None and current["error"] is None
+        assert current["server_id"] is not None and current["error_detail"] is None
         events = (await client.get(f"{path}/events", headers=SERVICE)).json()["items"]
         assert [(e["from_status"], e["to_status"], e["reason"]) for e in events] == [
             (None, "creating", "provisioning"),
@@ -321,7 +321,7 @@ async def test_a_failed_provisioning_makes_the_session_error_and_holds_nothing(
 
         await eventually(failed)
         current = (await client.get(path, headers=SERVICE)).json()
-        assert current["error"] and current["termination_reason"] == "error"
+        assert current["error_detail"] and current["termination_reason"] == "error"
         events = (await client.get(f"{path}/events", headers=SERVICE)).json()["items"]
         assert [(e["from_status"], e["to_status"], e["reason"]) for e in events] == [
             (None, "creating", "provisioning"),
