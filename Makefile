@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv run session token test test-unit test-integration test-e2e lint bench clean
+.PHONY: help venv run session token test test-unit test-integration test-e2e test-faults lint bench clean
 
 help:
 	@echo "make run               - the service on :8092 with the embedded MongoDB-compatible server, Redis, xrdp"
@@ -15,6 +15,7 @@ help:
 	@echo "make test              - lint, then the whole test suite (unit, integration, e2e)"
 	@echo "make lint              - ruff and mypy"
 	@echo "make test-unit | test-integration | test-e2e - one tier"
+	@echo "make test-faults       - the fault tier: MongoDB, Redis and a replica killed, flushed, hung under load"
 	@echo "make bench             - benchmark scripts (print figures)"
 	@echo "make image | up | down | logs | host-dirs - container image and compose deployment (needs Docker)"
 	@echo "make test-containers   - the integration tier against MongoDB and Redis containers (needs Docker)"
@@ -74,6 +75,9 @@ test-integration: $(STAMP)
 
 test-e2e: $(STAMP)
 	$(BIN)/pytest tests/e2e
+
+test-faults: $(STAMP)
+	$(BIN)/pytest tests/faults
 
 bench: $(STAMP)
 	@for script in tests/performance/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
