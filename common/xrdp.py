@@ -76,13 +76,12 @@ def find_xrdp() -> str | None:
 def unusable_reason() -> str | None:
     """Why this user cannot run a working xrdp here (None: it can).
 
-    Root can; another user can only when it may read the TLS key and xrdp's RSA keys (and the
-    snakeoil pair exists already, since generating it needs root).
+    Root can; another user only when it may read the TLS key and xrdp's RSA keys (a missing key
+    counts as unreadable: only root can generate it). ``os.access``, not ``exists()``: another
+    user may not even look into ``/etc/ssl/private``.
     """
     if os.geteuid() == 0:
         return None
-    if not SNAKEOIL_KEY.exists():
-        return f"xrdp's certificate {SNAKEOIL_KEY} is missing and only root can generate it"
     unreadable = [str(path) for path in (SNAKEOIL_KEY, RSA_KEYS) if not os.access(path, os.R_OK)]
     if unreadable:
         return f"xrdp needs root here (this user cannot read {' and '.join(unreadable)})"
