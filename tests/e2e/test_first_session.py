@@ -119,7 +119,7 @@ def test_make_run_then_make_session_gives_a_login_screen_through_the_relay(tmp_p
         ) as session:
             session.wait_for_log("watching the session's status", timeout=STEP_TIMEOUT)
             out = session.log_text()
-            assert "creating -> ready (slot_reserved)" in out, out
+            assert "-> ready (slot_reserved)" in out, out
             assert f"connects to the relay at 127.0.0.1:{relay_port}" in out, out
             assert f"open it with: xfreerdp {rdp_file} /cert:ignore" in out, out
             text = rdp_file.read_text()
