@@ -365,7 +365,9 @@ def _relay_line(env: dict[str, str]) -> str | None:
 
 
 def _run_child(command: Sequence[str], env: dict[str, str]) -> int:
-    child = subprocess.Popen(list(command), env=env, process_group=0)  # Ctrl-C reaches it once: forwarded
+    # Own process group: Ctrl-C reaches it once (forwarded below). Parent-death signal: a killed
+    # devstack leaves no service behind, as it leaves no server.
+    child = subprocess.Popen(list(command), env=env, process_group=0, preexec_fn=_die_with_parent)
 
     def forward(signum: int, _frame: object) -> None:
         if child.poll() is None:
