@@ -140,13 +140,30 @@ def mongo_hung_sigstop_then_sigcont(tier: Tier) -> None:
 def replica_sigkilled_under_load(tier: Tier) -> None:
     # Under load a replica may be between a slot reservation and its insert: its orphan leases must
     # go (the tier checks the lease sets are exact afterwards). Killing at that exact point cannot be
-    # timed from outside, so the lease it would leave is also written as the Lua script writes it.
+    # timed from outside, so the lease it would leave is also reserved, as its reserve script would
+    # (only into a free slot: the replica left alive frees some as the load terminates sessions).
     tier.replicas.sigkill(0)
-    ghost, expiry = str(uuid.uuid4()), int(time.time() * 1000) + LEASE_TTL * 1000
+    ghost = str(uuid.uuid4())
+    keys = [f"{tier.replicas.prefix}:slots:{tier.server_id}", f"{tier.replicas.prefix}:user:fault-ghost"]
     with tier.redis() as redis:
-        redis.zadd(f"{tier.replicas.prefix}:slots:{tier.server_id}", {ghost: expiry})
-        redis.zadd(f"{tier.replicas.prefix}:user:fault-ghost", {ghost: expiry})
-    GHOSTS.append((ghost, time.monotonic()))
+        for _ in range(100):
+            now = int(time.time() * 1000)
+            if redis.eval(RESERVE_GHOST, 2, *keys, now, now + LEASE_TTL * 1000, CAPACITY, ghost):
+                GHOSTS.append((ghost, time.monotonic()))
+                return
+            time.sleep(0.05)
+    raise AssertionError("no free slot for the crashed replica's lease within 5 s")
+
+
+# What the reserve script does (storage/redis.py), for the lease of the killed replica.
+RESERVE_GHOST = """
+if redis.call('ZCOUNT', KEYS[1], ARGV[1], '+inf') >= tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[4])
+return 1
+"""
 
 
 GHOSTS: list[tuple[str, float]] = []  # orphan leases written by the replica-kill fault, and when
