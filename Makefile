@@ -87,7 +87,7 @@ clean:
 
 # --- container image and compose deployment (issue 7) ---
 # image/up/down/logs need Docker with the buildx and compose plugins; test-containers also runs on
-# podman. See the README's deployment section.
+# podman. See docs/operations.md and docs/testing.md.
 .PHONY: image up down logs host-dirs test-containers
 
 # Image: `make image` builds both platforms and keeps the result in the build cache (a check);

@@ -1,4 +1,4 @@
-"""End to end: the README's "First session" as a newcomer does it, with processes only.
+"""End to end: docs/first-session.md as a newcomer does it, with processes only.
 
 ``make run``'s command (the dev stack with its embedded xrdp and the relay on a loopback port)
 and ``make session``'s command run as processes; FreeRDP's ``xfreerdp`` opens the written
