@@ -12,19 +12,20 @@ from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from common.errors import LucidError, RateLimited
+from common.errors import ErrorCode, LucidError, RateLimited, error_body
 
 from .middleware import BodyTooLarge, allowed_methods
 
 logger = logging.getLogger(__name__)
 
+# The framework's own refusals (routing, body parsing) and the codes they get.
 HTTP_CODES = {
-    400: "BAD_REQUEST",
-    401: "UNAUTHORIZED",
-    404: "NOT_FOUND",
-    405: "METHOD_NOT_ALLOWED",
-    413: "PAYLOAD_TOO_LARGE",
-    415: "UNSUPPORTED_MEDIA_TYPE",
+    400: ErrorCode.BAD_REQUEST,
+    401: ErrorCode.UNAUTHORIZED,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
 }
 
 # Failures of json.loads that are not JSONDecodeError (FastAPI reports only that one as 422).
@@ -36,13 +37,12 @@ _UNPARSABLE_JSON: dict[type[BaseException], str] = {
 
 def error_response(
     status: int,
-    code: str,
+    code: ErrorCode,
     message: str,
     details: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    body = {"error": {"code": code, "message": message, "details": details or {}}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(error_body(code, message, details), status_code=status, headers=headers)
 
 
 def _field(location: tuple[Any, ...] | list[Any]) -> str:
@@ -84,7 +84,7 @@ async def _validation(_request: Request, exc: Exception) -> JSONResponse:
         field, message = _describe(error)
         errors.append({"field": field, "message": message, "type": error.get("type")})
     summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5]) or "invalid request"
-    return error_response(422, "VALIDATION_ERROR", summary, {"errors": errors})
+    return error_response(422, ErrorCode.VALIDATION_ERROR, summary, {"errors": errors})
 
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:
@@ -95,8 +95,9 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
         # FastAPI's body parsing turns these into a bare 400; they are invalid JSON like any other.
         message = f"invalid JSON: {unparsable}"
         errors = [{"field": "body", "message": message, "type": "json_invalid"}]
-        return error_response(422, "VALIDATION_ERROR", f"body: {message}", {"errors": errors})
-    code = HTTP_CODES.get(exc.status_code, f"HTTP_{exc.status_code}")
+        return error_response(422, ErrorCode.VALIDATION_ERROR, f"body: {message}", {"errors": errors})
+    fallback = ErrorCode.BAD_REQUEST if exc.status_code < 500 else ErrorCode.INTERNAL_ERROR
+    code = HTTP_CODES.get(exc.status_code, fallback)
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ").lower()
     details: dict[str, Any] | None = {"max_bytes": exc.max_bytes} if isinstance(exc, BodyTooLarge) else None
     headers = dict(exc.headers) if exc.headers else None
@@ -112,18 +113,19 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
 async def _mongo(_request: Request, exc: Exception) -> JSONResponse:
     logger.warning("MongoDB unavailable: %s", exc)
     return error_response(
-        503, "BACKEND_UNAVAILABLE", "MongoDB is unavailable; try again", {"backend": "mongodb"}
+        503, ErrorCode.BACKEND_UNAVAILABLE, "MongoDB is unavailable; try again", {"backend": "mongodb"}
     )
 
 
 async def _redis(_request: Request, exc: Exception) -> JSONResponse:
     logger.warning("Redis unavailable: %s", exc)
-    return error_response(503, "BACKEND_UNAVAILABLE", "Redis is unavailable; try again", {"backend": "redis"})
+    details = {"backend": "redis"}
+    return error_response(503, ErrorCode.BACKEND_UNAVAILABLE, "Redis is unavailable; try again", details)
 
 
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
     logger.error("Unhandled error", exc_info=exc)
-    return error_response(500, "INTERNAL_ERROR", "internal error; it has been logged")
+    return error_response(500, ErrorCode.INTERNAL_ERROR, "internal error; it has been logged")
 
 
 def install_error_handlers(app: FastAPI) -> None:

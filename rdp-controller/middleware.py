@@ -9,6 +9,8 @@ from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from common.errors import ErrorCode, error_body
+
 # The methods an ``Allow`` can list, in its order.
 METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
@@ -68,15 +70,10 @@ class BodySizeLimit:
                 await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "error": {
-                    "code": "PAYLOAD_TOO_LARGE",
-                    "message": too_large_message(self.max_bytes),
-                    "details": {"max_bytes": self.max_bytes},
-                }
-            }
-        ).encode()
+        error = error_body(
+            ErrorCode.PAYLOAD_TOO_LARGE, too_large_message(self.max_bytes), {"max_bytes": self.max_bytes}
+        )
+        body = json.dumps(error).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})

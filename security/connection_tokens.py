@@ -24,13 +24,13 @@ from typing import Any, Final
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from common.errors import BackendUnavailable, Unauthorized
+from common.errors import BackendUnavailable, ErrorCode, Unauthorized
 from security.redaction import CONNECTION_TOKEN_PREFIX
 
 logger = logging.getLogger(__name__)
 
 TOKEN_BYTES: Final = 32
-TOKEN_INVALID: Final = "TOKEN_INVALID"
+TOKEN_INVALID: Final = ErrorCode.TOKEN_INVALID
 """The error code of ``Unauthorized`` raised for an unknown, expired or reused token."""
 DEFAULT_KEY_PREFIX: Final = "lucid:conntoken:"
 TOKEN_PATTERN: Final = re.compile(rf"^{re.escape(CONNECTION_TOKEN_PREFIX)}[A-Za-z0-9_\-]{{43}}$")
