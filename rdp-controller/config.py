@@ -80,6 +80,10 @@ class RdpControllerSettings(BaseSettings):
     LUCID_STORAGE_PATH: str = Field(default="/app/data")
     LUCID_LOGS_PATH: str = Field(default="/app/logs")
     RDP_CONTROLLER_SCHEMA_DIR: str = Field(default="", description="Schema folder; empty = beside the code")
+    RDP_CONTROLLER_VALIDATE_RESPONSES: bool = Field(
+        default=False,
+        description="Check every response against its JSON schema (logged and counted); the tests turn it on",
+    )
 
     # Integration clients
     SERVICE_TIMEOUT_SECONDS: float = Field(default=30.0, gt=0, le=600)
@@ -138,6 +142,19 @@ class RdpControllerSettings(BaseSettings):
         description="Terminate (ready_timeout) a ready session no client connected within this; 0 = never",
     )
     RDP_CONTROLLER_REAPER_INTERVAL: float = Field(default=5.0, gt=0, le=3600)
+    RDP_CONTROLLER_POOL_VIEW_TTL: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="Seconds a replica may reuse the server list placement read (checked against a Redis "
+        "version on every create); 0 = read MongoDB on every create",
+    )
+    RDP_CONTROLLER_HEALTH_INTERVAL: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="Seconds between the checks /health reports (MongoDB, Redis, peers)",
+    )
     RDP_CONTROLLER_RECONCILE_INTERVAL: float = Field(default=30.0, gt=0, le=86400)
     RDP_CONTROLLER_LEASE_TTL: int = Field(default=300, ge=5, le=86400)
     RDP_CONTROLLER_EVENT_RETENTION_DAYS: int = Field(default=30, ge=1, le=3650)

@@ -6,6 +6,14 @@ picks, among available servers that match the requested labels, the least loaded
 to capacity and weight, and reserves a slot there through the Redis lease script, so that
 capacity holds across replicas. Reconnects go to the session's own server.
 
+Placement reads the pool through a cached view (``PoolView``): the server documents, reused
+while the Redis token ``{prefix}:pool:version`` is the one they were read under (checked in the
+same round trip as the live counts, on every create) and for at most
+``RDP_CONTROLLER_POOL_VIEW_TTL`` seconds. Every committed change of a server document replaces the
+token (``ServerRepository.changed``), so no replica places on a server drained, disabled, made
+unhealthy or removed once that change has been answered; the TTL bounds a change whose token
+update failed (Redis unreachable at that moment).
+
 While the lease sets are not trusted (Redis lost its data, or MongoDB was away so long that
 leases may have lapsed) nothing is reserved: creates answer 503 ``LEASES_REBUILDING`` until the
 reconciler has rebuilt them from MongoDB.
@@ -20,11 +28,13 @@ import random
 import re
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator
+from redis.exceptions import RedisError
 
 from common.errors import BackendUnavailable, Conflict, NoCapacity, NotFound, ValidationFailed
 
@@ -139,6 +149,15 @@ class ServerUpdate(StrictModel):
         return value
 
 
+@dataclass(frozen=True)
+class PoolView:
+    """The server documents placement read, the pool version token they were read under, and when."""
+
+    servers: list[dict[str, Any]]
+    version: str
+    loaded_at: float
+
+
 class ConnectionManager:
     """Host pool, placement and slot leases."""
 
@@ -153,6 +172,35 @@ class ConnectionManager:
         self.coordination = coordination
         self.settings = settings
         self.metrics = metrics
+        self._view: PoolView | None = None
+        store.servers.change_listeners.append(self.pool_changed)
+
+    async def pool_changed(self) -> None:
+        """A server document changed (committed): drop this replica's view, and every replica's (token)."""
+        self._view = None
+        try:
+            await self.coordination.bump_pool_version()
+        except (RedisError, OSError) as exc:
+            # The change is committed; other replicas' views end within RDP_CONTROLLER_POOL_VIEW_TTL.
+            logger.warning("Pool version not updated (views elsewhere expire by their TTL): %s", exc)
+
+    async def _placeable(self, labels: dict[str, str]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        """The servers a session with ``labels`` may be placed on, and their live counts."""
+        ttl = self.settings.RDP_CONTROLLER_POOL_VIEW_TTL
+        view = self._view
+        if view is not None and time.monotonic() - view.loaded_at < ttl:
+            candidates = _candidates(view.servers, labels)
+            version, counts = await self.coordination.pool_version_and_counts(
+                [s["server_id"] for s in candidates]
+            )
+            if version == view.version:
+                return candidates, counts
+        # Read the token first: a change committed after it replaces it, so this view cannot outlive it.
+        version = await self.coordination.pool_version() if ttl > 0 else None
+        servers = await self.store.servers.all()
+        self._view = PoolView(servers, version, time.monotonic()) if version is not None else None
+        candidates = _candidates(servers, labels)
+        return candidates, await self.coordination.live_counts([s["server_id"] for s in candidates])
 
     # Registry ---------------------------------------------------------------------------
     async def register(self, request: ServerCreate, *, source: str = "api") -> dict[str, Any]:
@@ -287,15 +335,7 @@ class ConnectionManager:
                     details={"server_id": pinned_server_id, "capacity": server["capacity"]},
                 )
             return server
-        candidates = [
-            s
-            for s in await self.store.servers.all()
-            if s["state"] == ServerState.AVAILABLE.value
-            and _labels_match(s.get("labels", {}), labels)
-            and s.get("labels", {}).get(DEDICATED_LABEL)
-            != "true"  # dedicated servers take pinned sessions only
-        ]
-        counts = await self.coordination.live_counts([s["server_id"] for s in candidates])
+        candidates, counts = await self._placeable(labels)
         jitter = random.Random()
         candidates.sort(
             key=lambda s: (counts[s["server_id"]] / (s["capacity"] * s["weight"]), jitter.random())
@@ -304,7 +344,7 @@ class ConnectionManager:
             if counts[server["server_id"]] >= server["capacity"]:
                 continue
             if await self._reserve(server, session_id, user_id, limit) is Reservation.RESERVED:
-                return server
+                return dict(server)  # a copy: the view's documents are shared by every create
         raise NoCapacity(
             "no available server has a free slot"
             + (f" with labels {labels}" if labels else "")
@@ -344,6 +384,17 @@ class ConnectionManager:
 
     async def release(self, lease: Lease) -> None:
         await self.coordination.release(lease)
+
+
+def _candidates(servers: list[dict[str, Any]], labels: dict[str, str]) -> list[dict[str, Any]]:
+    """Available servers that match ``labels``; dedicated servers take pinned sessions only."""
+    return [
+        s
+        for s in servers
+        if s["state"] == ServerState.AVAILABLE.value
+        and _labels_match(s.get("labels", {}), labels)
+        and s.get("labels", {}).get(DEDICATED_LABEL) != "true"
+    ]
 
 
 def _labels_match(server_labels: dict[str, str], wanted: dict[str, str]) -> bool:

@@ -250,9 +250,15 @@ def _detail(
 class ServerHealthRepository:
     """Conditional writes of probe outcomes, and the server event log."""
 
-    def __init__(self, servers: AsyncCollection[MongoDocument], events: AsyncCollection[MongoDocument]):
+    def __init__(
+        self,
+        servers: AsyncCollection[MongoDocument],
+        events: AsyncCollection[MongoDocument],
+        changed: Callable[[], Awaitable[None]] | None = None,
+    ):
         self.servers = servers
         self.events = events
+        self.changed = changed  # told when a write changes what placement reads (the pool view)
 
     async def get(self, server_id: str) -> MongoDocument | None:
         return await self.servers.find_one({"server_id": server_id}, NO_ID)
@@ -271,12 +277,15 @@ class ServerHealthRepository:
             "pinned_cert_sha256": seen.get("pinned_cert_sha256"),
             "health_version": version if version is not None else {"$exists": False},
         }
-        return await self.servers.find_one_and_update(
+        updated = await self.servers.find_one_and_update(
             query,
             {"$set": {**changes, "updated_at": utcnow()}},
             projection=NO_ID,
             return_document=ReturnDocument.AFTER,
         )
+        if updated is not None and self.changed is not None and updated.get("state") != seen["state"]:
+            await self.changed()  # a probe's figures alone leave placement's view valid; a new state does not
+        return updated
 
     async def record(self, server_id: str, kind: str, old: Any, new: Any, **extra: Any) -> None:
         event = {
@@ -316,7 +325,9 @@ class HealthMonitor:
         self.prober = prober
         self.unhealthy_grace_seconds = unhealthy_grace_seconds or None  # 0 = off, like the setting
         store = connections.store
-        self.repository = ServerHealthRepository(store.servers.collection, store.database[SERVER_EVENTS])
+        self.repository = ServerHealthRepository(
+            store.servers.collection, store.database[SERVER_EVENTS], store.servers.changed
+        )
 
     # Probing ------------------------------------------------------------------------------
     async def _probe(self, address: str, port: int) -> ProbeResult:

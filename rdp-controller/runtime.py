@@ -27,6 +27,7 @@ from .background import RECOVERABLE, Background
 from .config import RdpControllerSettings
 from .connection_manager import ConnectionManager
 from .descriptors import DescriptorIssuer
+from .health import HealthChecks
 from .health_monitor import HealthMonitor
 from .insights import Insights
 from .integration import build_integrations
@@ -66,7 +67,7 @@ class Runtime:
             lease_ttl_seconds=settings.RDP_CONTROLLER_LEASE_TTL,
         )
         schema_dir = Path(settings.RDP_CONTROLLER_SCHEMA_DIR) if settings.RDP_CONTROLLER_SCHEMA_DIR else None
-        self.schemas = SchemaValidator(schema_dir)
+        self.schemas = SchemaValidator(schema_dir, check_responses=settings.RDP_CONTROLLER_VALIDATE_RESPONSES)
         self.metrics = Metrics()
         prefix = settings.RDP_CONTROLLER_REDIS_PREFIX
         self.rate_limiter = RateLimiter(
@@ -87,6 +88,13 @@ class Runtime:
             settings, self.store, self.connections, self.background, self.mongo_ready, self.metrics
         )
         self.integrations = self.integration.manager
+        self.health = HealthChecks(
+            self.mongo,
+            self.redis,
+            self.integrations,
+            interval=settings.RDP_CONTROLLER_HEALTH_INTERVAL,
+            backend_timeout=settings.BACKEND_TIMEOUT_SECONDS,
+        )
         self.effects = TransitionEffects(
             self.store,
             self.coordination,
@@ -140,6 +148,10 @@ class Runtime:
     async def start(self) -> None:
         settings = self.settings
         self.background.spawn("bootstrap", self._bootstrap, interval=BOOTSTRAP_RETRY_SECONDS, leader=False)
+        # Every process checks its backends and peers on a period; /health reports the last round.
+        self.background.spawn(
+            "health", self.health.check_once, interval=settings.RDP_CONTROLLER_HEALTH_INTERVAL, leader=False
+        )
         # Leader loops: one replica at a time runs each, once MongoDB is set up.
         leader_loops: list[tuple[str, Callable[[], Awaitable[object]], float]] = [
             ("reaper", self.maintenance.reap_once, settings.RDP_CONTROLLER_REAPER_INTERVAL),

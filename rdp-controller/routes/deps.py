@@ -11,7 +11,8 @@ from security.principals import ANONYMOUS_DEV, Principal
 from ..runtime import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    """``async`` on purpose: FastAPI runs a plain ``def`` dependency in its threadpool, on every request."""
     runtime: Runtime = request.app.state.runtime
     return runtime
 

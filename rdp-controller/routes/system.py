@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, PlainTextResponse
-
-from common.backends import ping_mongo, ping_redis
 
 from .. import __version__
 from ..insights import prometheus_text
@@ -23,16 +21,18 @@ SERVICE_NAME = "rdp-controller"
 
 @router.get("/health")
 async def health(runtime: Runtime = Depends(get_runtime)) -> JSONResponse:
-    mongo, redis, integrations = await asyncio.gather(
-        ping_mongo(runtime.mongo), ping_redis(runtime.redis), runtime.integrations.health_check_all()
-    )
-    mongodb = mongo.to_dict()
-    if mongo.up:
+    """What the ``health`` loop last saw (``health.py``): no backend or peer call per request."""
+    checks = runtime.health
+    checked = await checks.latest()
+    age = time.monotonic() - checked.at
+    mongodb, redis = checks.backend(checked.mongodb, age), checks.backend(checked.redis, age)
+    integrations = checks.integrations_with_age(checked, age)
+    if mongodb["status"] == "up":
         mongodb["indexes"] = "ready" if runtime.mongo_ready.is_set() else "pending"
     troubled_peers = any(peer["status"] in ("unhealthy", "circuit_open") for peer in integrations.values())
-    if not mongo.up:
+    if mongodb["status"] != "up":
         status = "unhealthy"
-    elif not redis.up or not runtime.mongo_ready.is_set() or troubled_peers:
+    elif redis["status"] != "up" or not runtime.mongo_ready.is_set() or troubled_peers:
         status = "degraded"
     else:
         status = "healthy"
@@ -45,7 +45,7 @@ async def health(runtime: Runtime = Depends(get_runtime)) -> JSONResponse:
         "auth_enabled": runtime.settings.RDP_CONTROLLER_AUTH_ENABLED,
         "components": {
             "mongodb": mongodb,
-            "redis": redis.to_dict(),
+            "redis": redis,
             "background": runtime.background.summary(),
             "relay": runtime.relay.health(),
         },

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -289,6 +290,12 @@ class ConnectionRepository:
 class ServerRepository:
     def __init__(self, collection: AsyncCollection[MongoDocument]):
         self.collection = collection
+        # Told after each committed change of a server document (placement's cached pool view).
+        self.change_listeners: list[Callable[[], Awaitable[None]]] = []
+
+    async def changed(self) -> None:
+        for listener in self.change_listeners:
+            await listener()
 
     async def insert(self, document: MongoDocument) -> None:
         try:
@@ -299,6 +306,7 @@ class ServerRepository:
                 code="DUPLICATE_SERVER",
                 details={"field": "address"},
             ) from exc
+        await self.changed()
 
     async def get(self, server_id: str) -> MongoDocument | None:
         return await self.collection.find_one({"server_id": server_id}, NO_ID)
@@ -308,7 +316,7 @@ class ServerRepository:
 
     async def update(self, server_id: str, changes: dict[str, Any]) -> MongoDocument | None:
         try:
-            return await self.collection.find_one_and_update(
+            updated = await self.collection.find_one_and_update(
                 {"server_id": server_id},
                 {"$set": {**changes, "updated_at": utcnow()}},
                 projection=NO_ID,
@@ -316,9 +324,14 @@ class ServerRepository:
             )
         except DuplicateKeyError as exc:
             raise Conflict("another server has that address and port", code="DUPLICATE_SERVER") from exc
+        if updated is not None:
+            await self.changed()
+        return updated
 
     async def delete(self, server_id: str) -> bool:
         result = await self.collection.delete_one({"server_id": server_id})
+        if result.deleted_count == 1:
+            await self.changed()
         return result.deleted_count == 1
 
 

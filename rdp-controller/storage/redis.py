@@ -241,6 +241,34 @@ class RedisCoordination:
             counts = await pipe.execute()
         return {server_id: int(count) for server_id, count in zip(server_ids, counts, strict=True)}
 
+    # The pool view's version ----------------------------------------------------------------
+    # ``{prefix}:pool:version`` holds a random token that every change of a server document replaces
+    # (``bump_pool_version``); a replica's cached pool view is valid while the token is the one it was
+    # read under. A token, not a counter: after Redis lost its data a counter could come back to a
+    # value a stale view was read under; a fresh random token cannot.
+    async def bump_pool_version(self) -> None:
+        await self.client.set(self.key("pool", "version"), secrets.token_hex(8))
+
+    async def pool_version(self) -> str:
+        """The current token (created when missing), to read the server documents under."""
+        key = self.key("pool", "version")
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.set(key, secrets.token_hex(8), nx=True)
+            pipe.get(key)
+            _created, version = await pipe.execute()
+        return str(version)
+
+    async def pool_version_and_counts(self, server_ids: list[str]) -> tuple[str | None, dict[str, int]]:
+        """The token (None when missing) and ``live_counts(server_ids)``, in one round trip."""
+        now = _now_ms()
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.get(self.key("pool", "version"))
+            for server_id in server_ids:
+                pipe.zcount(self.key("slots", server_id), now, "+inf")
+            version, *counts = await pipe.execute()
+        found = {server_id: int(count) for server_id, count in zip(server_ids, counts, strict=True)}
+        return (None if version is None else str(version)), found
+
     async def user_count(self, user_id: str) -> int:
         return int(await self._live_count(keys=[self.key("user", user_id)], args=[_now_ms()]))
 

@@ -30,6 +30,8 @@ def test_settings(mongo_url: str, redis_url: str, **overrides: Any) -> RdpContro
         "JWT_SECRET_KEY": TEST_SECRET,
         "LOG_LEVEL": "WARNING",
         "RDP_CONTROLLER_RELAY_PORT": 0,  # direct mode unless a test turns the relay on
+        # Every response checked against its JSON schema; running_app fails the test on a mismatch.
+        "RDP_CONTROLLER_VALIDATE_RESPONSES": True,
         **overrides,
     }
     return RdpControllerSettings.model_validate(values)
@@ -55,13 +57,19 @@ def auth(subject: str, *roles: str) -> dict[str, str]:
 
 @asynccontextmanager
 async def running_app(settings: RdpControllerSettings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    """The app with its lifespan running, and an HTTP client bound to it (no network)."""
+    """The app with its lifespan running, and an HTTP client bound to it (no network).
+
+    With ``RDP_CONTROLLER_VALIDATE_RESPONSES`` on (``test_settings``), every body the app answered is
+    checked against its JSON schema (production does not pay for that): a mismatch fails the test here.
+    """
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         await asyncio.wait_for(app.state.runtime.mongo_ready.wait(), timeout=60)
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://rdp-controller.test") as client:
             yield app, client
+        schemas = app.state.runtime.schemas
+        assert schemas.failures == 0, f"responses broke their JSON schema: {schemas.failure_messages}"
 
 
 OPERATOR = auth("ops", "operator")

@@ -78,6 +78,7 @@ def service_env(**values: str | None) -> dict[str, str]:
     """This interpreter's environment without the service's settings, plus ``values`` (None unsets)."""
     env = {key: value for key, value in os.environ.items() if not key.upper().startswith(SCRUBBED_PREFIXES)}
     env["PYTHONUNBUFFERED"] = "1"
+    env["RDP_CONTROLLER_VALIDATE_RESPONSES"] = "true"  # the suite checks every body (a benchmark: "false")
     for key, value in values.items():
         if value is None:
             env.pop(key, None)

@@ -61,10 +61,33 @@ async def test_healthy_with_both_backends(mongo_url: str, redis_url: str) -> Non
     assert body["integrations"]["session_recorder"] == {"status": "not_configured"}
 
 
+# /health reports the background checks' last round: a short period, so a change shows quickly.
+FAST_CHECKS = {"BACKEND_TIMEOUT_SECONDS": 1.0, "RDP_CONTROLLER_HEALTH_INTERVAL": 0.2}
+
+
+async def test_health_answers_from_the_last_round_of_checks_with_their_age(
+    mongo_url: str, redis_url: str
+) -> None:
+    settings = test_settings(mongo_url, redis_url, RDP_CONTROLLER_HEALTH_INTERVAL=30.0)
+    async with running_app(settings) as (app, client):
+        checks = app.state.runtime.health
+        code, first = await health(client)
+        rounds = checks.rounds
+        answers = await asyncio.gather(*(client.get("/health") for _ in range(50)))
+        assert {answer.status_code for answer in answers} == {200}
+        assert checks.rounds == rounds  # a scrape storm makes no backend or peer call
+        _code, later = await health(client)
+    assert code == 200 and first["status"] == "healthy"
+    for backend in ("mongodb", "redis"):
+        assert 0 <= first["components"][backend]["age_seconds"] <= later["components"][backend]["age_seconds"]
+    assert first["components"]["background"]["health"] in ("running", "starting")
+
+
 async def test_mongodb_stopped_is_503_and_names_mongodb(private_stack: EmbeddedStack) -> None:
-    settings = test_settings(private_stack.mongodb_url, private_stack.redis_url, BACKEND_TIMEOUT_SECONDS=1.0)
+    settings = test_settings(private_stack.mongodb_url, private_stack.redis_url, **FAST_CHECKS)
     async with running_app(settings) as (_app, client):
         private_stack.kill("SecantusDB")
+        await wait_for_status(client, "unhealthy")
         code, body = await health(client)
         assert code == 503
         assert body["status"] == "unhealthy"
@@ -75,9 +98,10 @@ async def test_mongodb_stopped_is_503_and_names_mongodb(private_stack: EmbeddedS
 
 
 async def test_redis_stopped_is_200_degraded_and_names_redis(private_stack: EmbeddedStack) -> None:
-    settings = test_settings(private_stack.mongodb_url, private_stack.redis_url, BACKEND_TIMEOUT_SECONDS=1.0)
+    settings = test_settings(private_stack.mongodb_url, private_stack.redis_url, **FAST_CHECKS)
     async with running_app(settings) as (_app, client):
         private_stack.kill("Redis")
+        await wait_for_status(client, "degraded")
         code, body = await health(client)
         assert code == 200
         assert body["status"] == "degraded"

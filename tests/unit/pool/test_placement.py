@@ -19,12 +19,14 @@ SETTINGS = RdpControllerSettings(
     MONGODB_URL="mongodb://db:1",
     REDIS_URL="redis://r:1",
     RDP_CONTROLLER_MAX_SESSIONS_PER_USER=3,
+    RDP_CONTROLLER_POOL_VIEW_TTL=0,  # the order of one read; the cached view: tests/integration/pool
 )
 
 
 class FakeServers:
     def __init__(self, servers: list[dict[str, Any]]):
         self.servers = servers
+        self.change_listeners: list[Any] = []
 
     async def all(self) -> list[dict[str, Any]]:
         return sorted(self.servers, key=lambda s: s["name"])

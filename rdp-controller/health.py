@@ -1,0 +1,108 @@
+"""
+``/health`` answered from what a background loop last saw, never from a call per request.
+
+The ``health`` loop of each process pings MongoDB and Redis and asks every configured peer for
+its health, all at once and each bounded in time, every ``RDP_CONTROLLER_HEALTH_INTERVAL``
+seconds. ``/health`` reads the last results and says how old each one is (``age_seconds``), so
+a scrape storm or a load balancer polling every replica costs MongoDB, Redis and the peers
+nothing. A request that comes before the first round has finished waits for that round (one
+round for every waiting request). A result older than ``STALE_ROUNDS`` rounds means the loop is
+stuck: it counts as down (``error`` says so) rather than as the last good answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import AsyncMongoClient
+from redis.asyncio import Redis
+
+from common.backends import BackendStatus, MongoDocument, ping_mongo, ping_redis
+
+from .integration.integration_manager import HEALTH_TIMEOUT_SECONDS, IntegrationManager
+
+# A result this many rounds old (a round: the interval plus the longest check) is not trusted.
+STALE_ROUNDS = 3
+
+
+@dataclass(frozen=True)
+class Checked:
+    """One round of checks and when it ended (``time.monotonic()``)."""
+
+    mongodb: BackendStatus
+    redis: BackendStatus
+    integrations: dict[str, dict[str, Any]]
+    at: float
+
+
+class HealthChecks:
+    def __init__(
+        self,
+        mongo: AsyncMongoClient[MongoDocument],
+        redis: Redis,
+        integrations: IntegrationManager,
+        *,
+        interval: float,
+        backend_timeout: float,
+    ):
+        self.mongo = mongo
+        self.redis = redis
+        self.integrations = integrations
+        self.interval = interval
+        longest_check = max(backend_timeout, HEALTH_TIMEOUT_SECONDS + 1.0)
+        self.first_wait = longest_check + 1.0
+        self.stale_after = STALE_ROUNDS * (interval + longest_check)
+        self._latest: Checked | None = None
+        self._have_result = asyncio.Event()
+        self._rounds = 0
+
+    @property
+    def rounds(self) -> int:
+        """Rounds of checks done so far (a test counts the backend calls through this)."""
+        return self._rounds
+
+    async def check_once(self) -> None:
+        """One round: MongoDB, Redis and every peer, concurrently (the ``health`` loop's body)."""
+        mongodb, redis, integrations = await asyncio.gather(
+            ping_mongo(self.mongo), ping_redis(self.redis), self.integrations.health_check_all()
+        )
+        self._latest = Checked(mongodb, redis, integrations, time.monotonic())
+        self._rounds += 1
+        self._have_result.set()
+
+    async def latest(self) -> Checked:
+        """The last round's results; before the first one, waits for it (or runs one if no loop does)."""
+        if self._latest is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._have_result.wait(), self.first_wait)
+            if self._latest is None:
+                await self.check_once()
+        assert self._latest is not None
+        return self._latest
+
+    def backend(self, status: BackendStatus, age: float) -> dict[str, Any]:
+        """A backend's health-schema object with the age of its result; a stale result is down."""
+        body = status.to_dict()
+        if age > self.stale_after:
+            body = {"status": "down", "error": f"no health check result for {age:.0f} s (health loop stuck)"}
+        body["age_seconds"] = round(age, 3)
+        return body
+
+    def integrations_with_age(self, checked: Checked, age: float) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for name, result in checked.integrations.items():
+            if result.get("status") == "not_configured":
+                found[name] = result
+            elif age > self.stale_after:
+                found[name] = {
+                    "status": "unhealthy",
+                    "error": f"no health check result for {age:.0f} s",
+                    "age_seconds": round(age, 3),
+                }
+            else:
+                found[name] = {**result, "age_seconds": round(age, 3)}
+        return found
