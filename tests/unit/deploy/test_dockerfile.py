@@ -29,6 +29,10 @@ APP_PORT = 8092
 HEALTH_PROBE = ["/usr/bin/python3.11", "-m", "rdp_controller.healthcheck"]
 
 
+# Modules of common/ that only `make run` and the tests use: kept out of the image.
+DEV_ONLY = frozenset({"common/devstack.py", "common/devsession.py", "common/xrdp.py"})
+
+
 def hadolint_binary() -> str:
     beside_python = Path(sys.executable).with_name("hadolint")
     found = str(beside_python) if beside_python.exists() else shutil.which("hadolint")
@@ -107,7 +111,7 @@ def test_copied_sources_exist_and_reach_the_build_context(dockerfile: list[Instr
             files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
             for file in files:
                 relative = file.relative_to(ROOT).as_posix()
-                if "__pycache__" in relative:
+                if "__pycache__" in relative or relative in DEV_ONLY:
                     continue
                 if file.suffix in (".py", ".yaml", ".json", ".txt"):
                     assert not excluded(relative), f"{relative}: dropped by .dockerignore"
@@ -136,6 +140,22 @@ def test_copied_sources_exist_and_reach_the_build_context(dockerfile: list[Instr
 )
 def test_dockerignore_keeps_local_state_secrets_and_docs_out(path: str) -> None:
     assert dockerignore_matcher(ROOT / ".dockerignore")(path)
+
+
+def test_dev_only_modules_stay_out_of_the_image_and_the_service_never_imports_them() -> None:
+    excluded = dockerignore_matcher(ROOT / ".dockerignore")
+    assert all(excluded(path) for path in DEV_ONLY)
+    modules = {path.removesuffix(".py").replace("/", ".") for path in DEV_ONLY}
+    for folder in ("rdp-controller", "security", "protocol", "common"):
+        for source in (ROOT / folder).rglob("*.py"):
+            if source.relative_to(ROOT).as_posix() in DEV_ONLY:
+                continue
+            text = source.read_text(encoding="utf-8")
+            for module in modules:
+                assert f"from {module} import" not in text and f"import {module}" not in text, (
+                    source,
+                    module,
+                )
 
 
 def test_source_lands_in_app_without_a_root_init(dockerfile: list[Instruction]) -> None:
