@@ -8,6 +8,7 @@ import sys
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Loggers that keep handlers of their own (uvicorn's, when its CLI configured logging).
 OWN_HANDLER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+HANDLER_NAME = "lucid"  # the root handler setup_logging adds, found again by name
 
 
 def setup_logging(level: str, *, secret: str | None = None) -> None:
@@ -15,10 +16,10 @@ def setup_logging(level: str, *, secret: str | None = None) -> None:
     from security.redaction import install_redaction
 
     root = logging.getLogger()
-    if not any(getattr(handler, "_lucid", False) for handler in root.handlers):
+    if not any(handler.get_name() == HANDLER_NAME for handler in root.handlers):
         handler = logging.StreamHandler(sys.stderr)
+        handler.set_name(HANDLER_NAME)
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        handler._lucid = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(level)
     install_redaction(secret)

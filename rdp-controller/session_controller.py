@@ -362,7 +362,7 @@ class SessionController:
             return S.READY, {"server_id": server_id, "ready_at": utcnow()}
 
         try:
-            document = await self._apply(session_id, None, decide, reason="provisioned", actor="provisioner")
+            document = await self.move(session_id, None, decide, reason="provisioned", actor="provisioner")
         except (LucidError, PyMongoError) as exc:
             logger.warning("Provisioned session %s not made ready now: %s", session_id, exc)
             return
@@ -378,7 +378,7 @@ class SessionController:
 
         logger.warning("Provisioning of session %s failed: %s", session_id, why)
         try:
-            await self._apply(session_id, None, decide, reason="provisioning_failed", actor="provisioner")
+            await self.move(session_id, None, decide, reason="provisioning_failed", actor="provisioner")
         except (LucidError, PyMongoError) as exc:
             # Still creating: expire_provisioning ends it once the provisioning timeout has passed.
             logger.warning("Session %s not marked error now: %s", session_id, exc)
@@ -410,7 +410,7 @@ class SessionController:
         return None
 
     # Moves --------------------------------------------------------------------------------
-    async def _apply(
+    async def move(
         self,
         session_id: str,
         owner: str | None,
@@ -461,7 +461,7 @@ class SessionController:
                 return None
             return S.TERMINATED, {"terminated_at": utcnow(), "termination_reason": reason.value}
 
-        return await self._apply(session_id, owner, decide, reason=reason.value, actor=actor)
+        return await self.move(session_id, owner, decide, reason=reason.value, actor=actor)
 
     async def update_status(
         self,
@@ -494,7 +494,7 @@ class SessionController:
                 raise error
             return target, changes
 
-        return await self._apply(session_id, owner, decide, reason=None, actor=actor)
+        return await self.move(session_id, owner, decide, reason=None, actor=actor)
 
     async def rdp_file(self, session_id: str, *, owner: str | None) -> str:
         """The ``.rdp`` file of a live session; in relay mode it carries a fresh one-time token."""
@@ -524,7 +524,7 @@ class SessionController:
                 "last_activity_at": now,
             }
 
-        document = await self._apply(session_id, owner, decide, reason="client_connected", actor=actor)
+        document = await self.move(session_id, owner, decide, reason="client_connected", actor=actor)
         await self._open_connection(document, client_address)
         return await self.descriptors.issue(document)
 
@@ -556,7 +556,7 @@ class SessionController:
                     "suspended_at": None,
                 }
 
-            document = await self._apply(session_id, owner, decide, reason="reconnected", actor=actor)
+            document = await self.move(session_id, owner, decide, reason="reconnected", actor=actor)
         await self.connections.reserve_existing(Lease(document["server_id"], document["user_id"], session_id))
         if not self.relay_mode:
             await self._open_connection(document, None)
@@ -571,7 +571,7 @@ class SessionController:
                 raise invalid_transition(status, S.SUSPENDED)
             return S.SUSPENDED, {"suspended_at": utcnow()}
 
-        document = await self._apply(session_id, owner, decide, reason="client_disconnected", actor=actor)
+        document = await self.move(session_id, owner, decide, reason="client_disconnected", actor=actor)
         await self.store.connections.close_open(session_id, utcnow())
         if self.relay_mode:
             await self.effects.end_connections(session_id, why="disconnected by the API")
@@ -592,7 +592,7 @@ class SessionController:
                 )
             return (S.ACTIVE if status is S.IDLE else None), {"last_activity_at": utcnow()}
 
-        document = await self._apply(session_id, owner, decide, reason="activity", actor=actor)
+        document = await self.move(session_id, owner, decide, reason="activity", actor=actor)
         await self.store.connections.record_activity(document["connection_id"], utcnow(), bytes_in, bytes_out)
         return document
 
@@ -619,7 +619,7 @@ class SessionController:
                 "suspended_at": None,
             }
 
-        document = await self._apply(
+        document = await self.move(
             session_id, None, decide, reason="client_connected", actor=f"relay:{relay_id}"
         )
         await self._open_connection(document, client_address, relay_id=relay_id)
@@ -638,7 +638,7 @@ class SessionController:
             return S.SUSPENDED, {"suspended_at": utcnow()}
 
         try:
-            return await self._apply(
+            return await self.move(
                 session_id, None, decide, reason="client_disconnected", actor=f"relay:{relay_id}"
             )
         except NotFound:
@@ -662,7 +662,7 @@ class SessionController:
                 return None
             return (S.ACTIVE if status is S.IDLE else None), {"last_activity_at": at}
 
-        document = await self._apply(session_id, None, decide, reason="activity", actor=f"relay:{relay_id}")
+        document = await self.move(session_id, None, decide, reason="activity", actor=f"relay:{relay_id}")
         await self.store.connections.record_activity(connection_id, at, bytes_in, bytes_out)
         return document
 
@@ -676,7 +676,7 @@ class SessionController:
                 return None
             return S.IDLE, {}
 
-        document = await self._apply(session_id, None, decide, reason="no_input", actor=f"relay:{relay_id}")
+        document = await self.move(session_id, None, decide, reason="no_input", actor=f"relay:{relay_id}")
         await self.store.connections.record_activity(connection_id, None, bytes_in, bytes_out)
         return document
 

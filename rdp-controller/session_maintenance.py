@@ -112,7 +112,7 @@ class SessionMaintenance:
                 }
 
             try:
-                result = await self.sessions._apply(
+                result = await self.sessions.move(
                     document["session_id"], None, decide, reason=None, actor="reaper"
                 )
             except (Conflict, NotFound) as exc:

@@ -1,7 +1,7 @@
 """
 The session state machine: which moves are allowed, and the deadlines of each state.
 
-Enforced in one place (``SessionController._apply``); anything else is refused with 409 and
+Enforced in one place (``SessionController.move``); anything else is refused with 409 and
 the allowed targets.
 """
 
