@@ -47,6 +47,7 @@ from .models import SessionStatus
 from .relayed_connections import RelayedConnection, RelayedConnections
 from .session_controller import SessionController
 from .session_states import Document
+from .session_wire import SessionWire
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -119,6 +120,7 @@ class RdpRelay:
         self,
         settings: RdpControllerSettings,
         sessions: SessionController,
+        wire: SessionWire,
         tokens: ConnectionTokenStore,
         connections: RelayedConnections,
         redis: Redis,
@@ -128,6 +130,7 @@ class RdpRelay:
     ):
         self.settings = settings
         self.sessions = sessions
+        self.wire = wire
         self.tokens = tokens
         self.connections = connections
         self.redis = redis
@@ -273,7 +276,7 @@ class RdpRelay:
         host_reader, host_writer = await self._open_host(payload["address"], int(payload["port"]))
         try:
             host_writer.write(hello.forwarded_request())
-            document = await self.sessions.client_connected(
+            document = await self.wire.client_connected(
                 session_id,
                 server_id=payload["server_id"],
                 client_address=client_address,
@@ -379,7 +382,7 @@ class RdpRelay:
                 connection.bytes_out,
             )
             await quietly(
-                self.sessions.client_disconnected(
+                self.wire.client_disconnected(
                     connection.session_id,
                     connection.connection_id,
                     bytes_in=connection.bytes_in,
@@ -442,12 +445,10 @@ class RdpRelay:
         if connection.input_pending and connection.last_input_at is not None:
             connection.input_pending = False
             at = connection.last_input_at
-            move = self.sessions.client_input(
-                session_id, connection_id, at=at, relay_id=self.relay_id, **figures
-            )
+            move = self.wire.client_input(session_id, connection_id, at=at, relay_id=self.relay_id, **figures)
         elif not connection.idle:
             connection.idle = True
-            move = self.sessions.client_quiet(session_id, connection_id, relay_id=self.relay_id, **figures)
+            move = self.wire.client_quiet(session_id, connection_id, relay_id=self.relay_id, **figures)
         else:
             return
         document = await quietly(move, "activity flush")

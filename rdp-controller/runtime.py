@@ -37,8 +37,10 @@ from .relayed_connections import RelayedConnections
 from .schema_validator import SchemaValidator
 from .server_pool import ServerPool
 from .session_controller import SessionController
+from .session_creation import SessionCreation
 from .session_effects import TransitionEffects
 from .session_maintenance import SessionMaintenance
+from .session_wire import SessionWire
 from .storage.mongo import MongoStore
 from .storage.redis import RedisCoordination
 
@@ -113,11 +115,20 @@ class Runtime:
             settings,
             self.metrics,
             self.effects,
+        )
+        self.creation = SessionCreation(
+            self.sessions,
+            self.store,
+            self.connections,
+            self.effects,
+            settings,
+            self.metrics,
             dedicated=self.integration.warm_pool,
         )
         self.relay = RdpRelay(
             settings,
             self.sessions,
+            SessionWire(self.sessions, self.store),
             self.connection_tokens,
             self.relayed,
             self.redis,
@@ -156,7 +167,7 @@ class Runtime:
         leader_loops: list[tuple[str, Callable[[], Awaitable[object]], float]] = [
             ("reaper", self.maintenance.reap_once, settings.RDP_CONTROLLER_REAPER_INTERVAL),
             ("settle", self.effects.settle_interrupted, settings.RDP_CONTROLLER_REAPER_INTERVAL),
-            ("provisioning", self.sessions.expire_provisioning, settings.RDP_CONTROLLER_REAPER_INTERVAL),
+            ("provisioning", self.creation.expire_provisioning, settings.RDP_CONTROLLER_REAPER_INTERVAL),
             ("reconciler", self.maintenance.reconcile_once, settings.RDP_CONTROLLER_RECONCILE_INTERVAL),
             ("drain", self.pool.enforce_drain_deadlines, settings.RDP_CONTROLLER_REAPER_INTERVAL),
             ("health_monitor", self.health_monitor.run_once, settings.RDP_CONTROLLER_PROBE_INTERVAL),
@@ -191,7 +202,7 @@ class Runtime:
 
     async def stop(self) -> None:
         await self.relay.stop()
-        await self.sessions.stop()
+        await self.creation.stop()
         await self.background.stop()
         await self.integration.close()
         await self.redis.aclose()

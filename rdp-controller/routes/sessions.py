@@ -71,7 +71,7 @@ async def create_session(
         raise ValidationFailed(
             "user_id: the token subject is not a valid user id", details={"field": "user_id"}
         )
-    document, created = await runtime.sessions.create(
+    document, created = await runtime.creation.create(
         request, user_id=user_id, idempotency_key=idempotency_key, actor=actor_of(principal)
     )
     # 202: on a dedicated server still being provisioned, the session is "creating" (then ready or error).

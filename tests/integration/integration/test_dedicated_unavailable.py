@@ -30,7 +30,7 @@ async def test_dedicated_unavailable_is_503_from_every_layer(
     settings = test_settings(mongo_url, redis_url, RDP_SERVER_MANAGER_URL=manager_url)
     async with running_app(settings) as (app, client):
         await register_server(client)
-        assert (app.state.runtime.sessions.dedicated is None) == (not manager_url)
+        assert (app.state.runtime.creation.dedicated is None) == (not manager_url)
         response = await client.post("/api/v1/sessions", json=BODY, headers=SERVICE)
         assert response.status_code == 503, response.text
         error = response.json()["error"]

@@ -61,7 +61,7 @@ async def controller(
                 )  # fmt: skip
                 await integrations.ensure_indexes()
                 runtime.effects.hooks = integrations.hooks
-                runtime.sessions.dedicated = integrations.warm_pool
+                runtime.creation.dedicated = integrations.warm_pool
                 await integrations.start()
             yield client, integrations
     finally:
