@@ -30,7 +30,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from enum import StrEnum
 from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator
@@ -40,7 +39,7 @@ from common.errors import BackendUnavailable, Conflict, NoCapacity, NotFound, Va
 
 from .config import RdpControllerSettings
 from .metrics import Metrics
-from .models import Labels, StrictModel, check_labels, is_uuid
+from .models import Labels, ServerState, StrictModel, check_labels, is_uuid
 from .storage.mongo import MongoStore, new_id, utcnow
 from .storage.redis import Lease, RedisCoordination, Reservation
 
@@ -65,14 +64,6 @@ ADD_HOST_HINT = (
 # rebuild already under way (the first one at start-up takes milliseconds) before it answers 503.
 UNTRUSTED_WAIT_SHARE = 0.5
 UNTRUSTED_POLL_SECONDS = 0.05
-
-
-class ServerState(StrEnum):
-    AVAILABLE = "available"
-    DEGRADED = "degraded"
-    UNHEALTHY = "unhealthy"
-    DRAINING = "draining"
-    DISABLED = "disabled"
 
 
 def check_address(value: str) -> str:

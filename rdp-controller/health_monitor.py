@@ -51,8 +51,6 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final
 
-from pymongo import ReturnDocument
-from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
@@ -61,11 +59,12 @@ from common.errors import LucidError
 from protocol.probe import ProbeResult, probe
 
 from .config import RdpControllerSettings
-from .connection_manager import ConnectionManager, ServerState, health_state_of
+from .connection_manager import ConnectionManager, health_state_of
 from .metrics import Metrics
-from .models import TerminationReason
+from .models import ServerState, TerminationReason
 from .server_pool import ServerPool
-from .storage.mongo import NO_ID, SERVER_EVENTS, new_id, utcnow
+from .storage.mongo import utcnow
+from .storage.servers import ServerHealthRepository
 
 logger = logging.getLogger(__name__)
 
@@ -247,63 +246,6 @@ def _detail(
     return f"recovering: {successes}/{thresholds.healthy} consecutive passing probes"
 
 
-class ServerHealthRepository:
-    """Conditional writes of probe outcomes, and the server event log."""
-
-    def __init__(
-        self,
-        servers: AsyncCollection[MongoDocument],
-        events: AsyncCollection[MongoDocument],
-        changed: Callable[[], Awaitable[None]] | None = None,
-    ):
-        self.servers = servers
-        self.events = events
-        self.changed = changed  # told when a write changes what placement reads (the pool view)
-
-    async def get(self, server_id: str) -> MongoDocument | None:
-        return await self.servers.find_one({"server_id": server_id}, NO_ID)
-
-    async def probe_targets(self) -> list[MongoDocument]:
-        query = {"state": {"$ne": ServerState.DISABLED.value}}
-        projection = {"_id": False, "server_id": True, "address": True, "port": True}
-        return await self.servers.find(query, projection).to_list(length=None)
-
-    async def apply(self, seen: Mapping[str, Any], changes: dict[str, Any]) -> MongoDocument | None:
-        """Set ``changes`` only if state, pin and health version are still what ``seen`` holds."""
-        version = seen.get("health_version")
-        query: dict[str, Any] = {
-            "server_id": seen["server_id"],
-            "state": seen["state"],
-            "pinned_cert_sha256": seen.get("pinned_cert_sha256"),
-            "health_version": version if version is not None else {"$exists": False},
-        }
-        updated = await self.servers.find_one_and_update(
-            query,
-            {"$set": {**changes, "updated_at": utcnow()}},
-            projection=NO_ID,
-            return_document=ReturnDocument.AFTER,
-        )
-        if updated is not None and self.changed is not None and updated.get("state") != seen["state"]:
-            await self.changed()  # a probe's figures alone leave placement's view valid; a new state does not
-        return updated
-
-    async def record(self, server_id: str, kind: str, old: Any, new: Any, **extra: Any) -> None:
-        event = {
-            "event_id": new_id(),
-            "server_id": server_id,
-            "kind": kind,
-            "old": old,
-            "new": new,
-            "at": utcnow(),
-        }
-        await self.events.insert_one({**event, **extra})
-
-    async def unhealthy_before(self, cutoff: datetime) -> list[str]:
-        query = {"health_state": ServerState.UNHEALTHY.value, "unhealthy_since": {"$lte": cutoff}}
-        found = await self.servers.find(query, {"_id": False, "server_id": True}).to_list(length=None)
-        return [str(document["server_id"]) for document in found]
-
-
 class HealthMonitor:
     """Probe the pool, keep each server's state, and report on the pool."""
 
@@ -311,6 +253,7 @@ class HealthMonitor:
         self,
         connections: ConnectionManager,
         sessions_pool: ServerPool,
+        repository: ServerHealthRepository,
         settings: RdpControllerSettings,
         metrics: Metrics,
         *,
@@ -324,10 +267,7 @@ class HealthMonitor:
         self.thresholds = Thresholds.from_settings(settings)
         self.prober = prober
         self.unhealthy_grace_seconds = unhealthy_grace_seconds or None  # 0 = off, like the setting
-        store = connections.store
-        self.repository = ServerHealthRepository(
-            store.servers.collection, store.database[SERVER_EVENTS], store.servers.changed
-        )
+        self.repository = repository
 
     # Probing ------------------------------------------------------------------------------
     async def _probe(self, address: str, port: int) -> ProbeResult:

@@ -7,12 +7,12 @@ import logging
 from datetime import UTC, datetime
 
 from . import __version__
-from .connection_manager import ConnectionManager, ServerState
+from .connection_manager import ConnectionManager
 from .integration import Integrations
 from .integration.rdp_monitor_client import RdpMonitorClient
 from .integration.service_base import ServiceError
 from .metrics import Histogram, Metrics
-from .models import FINAL_STATUSES, LIVE_STATUSES, SessionStatus, TerminationReason
+from .models import FINAL_STATUSES, LIVE_STATUSES, ServerState, SessionStatus, TerminationReason
 from .relay import RdpRelay
 from .schema_validator import SchemaValidator
 from .session_controller import SessionController

@@ -44,6 +44,17 @@ LIVE_STATUSES = (
 FINAL_STATUSES = (SessionStatus.TERMINATED, SessionStatus.ERROR)
 
 
+class ServerState(StrEnum):
+    """A server's state: its health as probed (available, degraded, unhealthy) or an operator's
+    say (draining, disabled)."""
+
+    AVAILABLE = "available"
+    DEGRADED = "degraded"
+    UNHEALTHY = "unhealthy"
+    DRAINING = "draining"
+    DISABLED = "disabled"
+
+
 class TerminationReason(StrEnum):
     USER_REQUEST = "user_request"
     ADMIN = "admin"

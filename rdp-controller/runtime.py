@@ -139,6 +139,7 @@ class Runtime:
         self.health_monitor = HealthMonitor(
             self.connections,
             self.pool,
+            self.store.server_health,
             settings,
             self.metrics,
             unhealthy_grace_seconds=settings.RDP_CONTROLLER_UNHEALTHY_GRACE_SECONDS or None,

@@ -11,8 +11,8 @@ import logging
 
 from common.errors import Conflict, NotFound
 
-from .connection_manager import ConnectionManager, ServerState
-from .models import TerminationReason
+from .connection_manager import ConnectionManager
+from .models import ServerState, TerminationReason
 from .session_controller import SessionController
 from .storage.mongo import utcnow
 

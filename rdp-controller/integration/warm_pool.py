@@ -50,9 +50,9 @@ from common.backends import MongoDocument
 from common.errors import LucidError, NoCapacity, NotFound
 
 from ..config import RdpControllerSettings
-from ..connection_manager import ConnectionManager, ServerCreate, ServerState
+from ..connection_manager import ConnectionManager, ServerCreate
 from ..metrics import Metrics
-from ..models import FINAL_STATUSES
+from ..models import FINAL_STATUSES, ServerState
 from ..storage.mongo import new_id, utcnow
 from .integration_manager import IntegrationManager
 from .rdp_server_manager_client import RdpServerManagerClient

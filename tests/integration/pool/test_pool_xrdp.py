@@ -11,7 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from rdp_controller.health_monitor import SERVER_EVENTS
+from rdp_controller.storage.mongo import SERVER_EVENTS
 from tests.support.app import auth, running_app
 from tests.support.app import test_settings as make_settings
 from tests.support.pool import create, get_server, monitor

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from protocol.probe import ProbeResult
-from rdp_controller.connection_manager import ServerState, health_state_of
+from rdp_controller.connection_manager import health_state_of
 from rdp_controller.health_monitor import Reason, Thresholds, assess, count, failure_text, next_state
+from rdp_controller.models import ServerState
 
 A, D, U = ServerState.AVAILABLE, ServerState.DEGRADED, ServerState.UNHEALTHY
 DRAINING, DISABLED = ServerState.DRAINING, ServerState.DISABLED
