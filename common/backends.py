@@ -12,7 +12,7 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 MongoDocument = dict[str, Any]
@@ -58,15 +58,24 @@ def create_mongo_client(
     )
 
 
+# Connections one Redis client keeps at most. More concurrent commands wait (up to the timeout) for
+# a free one: redis-py's default pool refuses the 101st at once (MaxConnectionsError), which a burst
+# of requests reaches as soon as nothing else throttles them.
+REDIS_MAX_CONNECTIONS = 100
+
+
 def create_redis_client(url: str, *, timeout_seconds: float) -> Redis:
-    """redis-py's asyncio client with string replies. Connects lazily."""
-    client: Redis = Redis.from_url(
+    """redis-py's asyncio client with string replies, on a blocking pool. Connects lazily."""
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=REDIS_MAX_CONNECTIONS,
+        timeout=timeout_seconds,
         decode_responses=True,
         socket_timeout=timeout_seconds,
         socket_connect_timeout=timeout_seconds,
         health_check_interval=30,
     )
+    client: Redis = Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
     return client
 
 

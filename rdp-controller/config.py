@@ -60,6 +60,9 @@ class RdpControllerSettings(BaseSettings):
     )
     RDP_CONTROLLER_PORT: int = Field(default=8092, ge=1, le=65535, description="Service port")
     RDP_CONTROLLER_URL: str = Field(default="", description="URL other services use to reach this one")
+    RDP_CONTROLLER_WORKERS: int = Field(
+        default=1, ge=1, le=64, description="Worker processes of the service (HTTP and the RDP relay)"
+    )
 
     # Databases (required)
     MONGODB_URL: str = Field(default="", description="MongoDB connection URL")

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from . import __version__
 from .connection_manager import ConnectionManager
 from .integration import Integrations
 from .integration.rdp_monitor_client import RdpMonitorClient
 from .integration.service_base import ServiceError
-from .metrics import Histogram, Metrics
+from .metrics import Metrics
 from .models import FINAL_STATUSES, LIVE_STATUSES, ServerState, SessionStatus, TerminationReason
 from .relay import RdpRelay
 from .schema_validator import SchemaValidator
@@ -115,7 +120,7 @@ class Insights:
         by_state = {state.value: 0 for state in ServerState}
         for server in servers:
             by_state[server["state"]] = by_state.get(server["state"], 0) + 1
-        latency = self.metrics.placement_latency
+        latency = self.metrics.placement_latency.read()
         terminated = self.metrics.by_label("sessions_terminated")
         reaped = self.metrics.by_label("reaper_actions")
         counters: Document = {
@@ -124,7 +129,7 @@ class Insights:
             "sessions_terminated": {r.value: terminated.get(r.value, 0) for r in TerminationReason},
             "reaper_actions": {r.value: reaped.get(r.value, 0) for r in TerminationReason},
             "reconciler_runs": self.metrics.value("reconciler_runs"),
-            "schema_validation_failures": self.schemas.failures,
+            "schema_validation_failures": self.metrics.value("schema_validation_failures"),
             "server_probes": self.metrics.by_label("server_probes"),
             "server_state_changes": self.metrics.by_label("server_state_changes"),
         }
@@ -159,61 +164,40 @@ class Insights:
         return body
 
 
-def prometheus_text(snapshot: Document, metrics: Metrics) -> str:
-    """Prometheus exposition format (0.0.4) of a snapshot plus the placement histogram."""
-    p = PROMETHEUS_PREFIX
-    lines = [f"# HELP {p}_sessions Sessions by status (all replicas).", f"# TYPE {p}_sessions gauge"]
-    lines += [f'{p}_sessions{{status="{k}"}} {v}' for k, v in snapshot["sessions"]["by_status"].items()]
-    lines += [f"# HELP {p}_servers Servers by state.", f"# TYPE {p}_servers gauge"]
-    lines += [f'{p}_servers{{state="{k}"}} {v}' for k, v in snapshot["servers"]["by_state"].items()]
-    servers = snapshot["servers"]
-    lines += [
-        f"# TYPE {p}_server_capacity gauge",
-        f"{p}_server_capacity {servers['capacity']}",
-        f"# TYPE {p}_slot_leases gauge",
-        f"{p}_slot_leases {servers['leases']}",
-        f"# TYPE {p}_open_connections gauge",
-        f"{p}_open_connections {snapshot['connections']['open']}",
-    ]
-    relay = snapshot["relay"]
-    lines += [
-        f"# HELP {p}_relay_connections Client connections this replica relays now.",
-        f"# TYPE {p}_relay_connections gauge",
-        f"{p}_relay_connections {relay['connections']}",
-        f"# HELP {p}_relay_handshakes_total Relay handshakes by outcome.",
-        f"# TYPE {p}_relay_handshakes_total counter",
-    ]
-    lines += [f'{p}_relay_handshakes_total{{outcome="{k}"}} {v}' for k, v in relay["handshakes"].items()]
-    lines += [
-        f"# HELP {p}_relay_bytes_total Bytes relayed, by direction.",
-        f"# TYPE {p}_relay_bytes_total counter",
-    ]
-    lines += [f'{p}_relay_bytes_total{{direction="{k}"}} {v}' for k, v in relay["bytes"].items()]
-    lines += _histogram_lines(
-        f"{p}_relay_connection_seconds", "Durations of closed relayed connections.", metrics.relay_durations
-    )
-    for name, value in snapshot["counters"].items():
-        lines.append(f"# TYPE {p}_{name}_total counter")
-        if isinstance(value, dict):
-            label = "reason" if name in ("sessions_terminated", "reaper_actions") else "label"
-            lines += [f'{p}_{name}_total{{{label}="{k}"}} {v}' for k, v in value.items()]
-        else:
-            lines.append(f"{p}_{name}_total {value}")
-    lines += _histogram_lines(
-        f"{p}_placement_latency_seconds",
-        "Time to choose a server and reserve a slot.",
-        metrics.placement_latency,
-    )
-    return "\n".join(lines) + "\n"
+def prometheus_text(snapshot: Document, metrics: Metrics) -> bytes:
+    """Prometheus text: the snapshot's gauges, then every counter and histogram (prometheus_client)."""
+    registry = CollectorRegistry()
+    registry.register(SnapshotGauges(snapshot))
+    return generate_latest(registry) + metrics.exposition()
 
 
-def _histogram_lines(name: str, help_text: str, histogram: Histogram) -> list[str]:
-    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
-    cumulative = 0
-    for bound, count in zip(histogram.buckets, histogram.counts, strict=False):
-        cumulative += count
-        lines.append(f'{name}_bucket{{le="{bound}"}} {cumulative}')
-    lines.append(f'{name}_bucket{{le="+Inf"}} {histogram.count}')
-    lines.append(f"{name}_sum {histogram.total}")
-    lines.append(f"{name}_count {histogram.count}")
-    return lines
+class SnapshotGauges(Collector):
+    """The gauges of one ``Insights.snapshot``: sessions (all replicas), servers, leases, connections."""
+
+    def __init__(self, snapshot: Document):
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        p, snapshot = PROMETHEUS_PREFIX, self.snapshot
+        sessions = GaugeMetricFamily(f"{p}_sessions", "Sessions by status (all replicas).", labels=["status"])
+        for status, count in snapshot["sessions"]["by_status"].items():
+            sessions.add_metric([status], count)
+        yield sessions
+        servers = GaugeMetricFamily(f"{p}_servers", "Servers by state.", labels=["state"])
+        for state, count in snapshot["servers"]["by_state"].items():
+            servers.add_metric([state], count)
+        yield servers
+        yield GaugeMetricFamily(
+            f"{p}_server_capacity", "Slots of every server.", snapshot["servers"]["capacity"]
+        )
+        yield GaugeMetricFamily(f"{p}_slot_leases", "Slot leases held.", snapshot["servers"]["leases"])
+        yield GaugeMetricFamily(
+            f"{p}_open_connections",
+            "Client connections open (all replicas).",
+            snapshot["connections"]["open"],
+        )
+        yield GaugeMetricFamily(
+            f"{p}_relay_connections",
+            "Client connections the answering worker relays now.",
+            snapshot["relay"]["connections"],
+        )

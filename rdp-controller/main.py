@@ -58,11 +58,34 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logger.info("rdp-controller stopped")
 
 
+class QuietProbes(logging.Filter):
+    """Drops uvicorn's access line of a successful ``GET /health`` or ``GET /metrics``.
+
+    Load balancers, orchestrators and Prometheus ask every few seconds per replica: their lines
+    would drown the log and cost more CPU than the answer itself. A failed probe is still logged.
+    """
+
+    PATHS = frozenset({"/health", "/metrics"})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args  # uvicorn: (client, method, path with query, HTTP version, status)
+        if isinstance(args, tuple) and len(args) == 5 and args[1] == "GET" and args[2] in self.PATHS:
+            return not (isinstance(args[4], int) and args[4] < 400)
+        return True
+
+
+def quiet_probes() -> None:
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(known, QuietProbes) for known in access.filters):
+        access.addFilter(QuietProbes())
+
+
 def create_app(settings: RdpControllerSettings | None = None) -> FastAPI:
     """The application. Without ``settings`` the configuration is loaded and checked (``load_config``)."""
     if settings is None:
         settings = load_config().settings
     setup_logging(settings.LOG_LEVEL, secret=settings.JWT_SECRET_KEY or None)
+    quiet_probes()
     app = FastAPI(
         title="Lucid RDP Controller",
         version=__version__,

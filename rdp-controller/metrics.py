@@ -1,23 +1,50 @@
-"""In-process counters and timings of one replica, for ``/metrics`` and ``/api/v1/metrics``.
+"""Counters and timings of the service, kept by ``prometheus_client``: ``/metrics``, ``/api/v1/metrics``.
 
-Session counts by state come from MongoDB (shared by all replicas); the counters here are
-this replica's since it started, as Prometheus counters are.
+Session counts by state come from MongoDB (shared by all replicas); the counters here are this
+replica's since it started, as Prometheus counters are.
+
+One worker process (``RDP_CONTROLLER_WORKERS=1``): the values live in this ``Metrics``' own
+registry. Several: ``prometheus_client``'s standard multiprocess mode. The entrypoint sets
+``PROMETHEUS_MULTIPROC_DIR`` (an empty folder) before any worker starts; each worker writes its
+values to files there, and every read here (``value``, ``by_label``, a histogram's figures, the
+exposition) sums them over all the workers, so whichever worker answers a scrape or
+``/api/v1/metrics`` gives the replica's figures.
 """
 
 from __future__ import annotations
 
 import bisect
+import os
 import threading
-from collections import Counter
 from collections.abc import Iterable
 
+from prometheus_client import CollectorRegistry, Counter, disable_created_metrics, generate_latest
+from prometheus_client import Histogram as PrometheusHistogram
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+
+PREFIX = "rdp_controller"
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Placement latency buckets in seconds (Prometheus histogram).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 # Relayed connection durations in seconds: a second to a day.
 DURATION_BUCKETS = (1.0, 10.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0, 28800.0, 86400.0)
+# The label of a counter in the exposition; ``label`` for the others.
+LABEL_NAMES = {
+    "sessions_terminated": "reason",
+    "reaper_actions": "reason",
+    "relay_handshakes": "outcome",
+    "relay_bytes": "direction",
+}
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROCESS_ENV) or None
 
 
 class Histogram:
+    """The figures of a histogram at one moment: per-bucket counts (the last one past the largest bound)."""
+
     def __init__(self, buckets: Iterable[float] = LATENCY_BUCKETS):
         self.buckets = tuple(buckets)
         self.counts = [0] * (len(self.buckets) + 1)
@@ -46,21 +73,104 @@ class Histogram:
         return self.buckets[-1] if value == float("inf") else value
 
 
+class Timing:
+    """A Prometheus histogram; ``read()`` gives its figures (summed over the worker processes)."""
+
+    def __init__(self, metrics: Metrics, name: str, help_text: str, buckets: Iterable[float]):
+        self.metrics = metrics
+        self.name = f"{PREFIX}_{name}"
+        self.buckets = tuple(buckets)
+        self._histogram = PrometheusHistogram(
+            self.name, help_text, buckets=self.buckets, registry=metrics.registry
+        )
+
+    def observe(self, seconds: float) -> None:
+        self._histogram.observe(seconds)
+
+    def read(self) -> Histogram:
+        figures = Histogram(self.buckets)
+        cumulative: dict[float, float] = {}
+        for metric in self.metrics.collect():
+            if metric.name != self.name:
+                continue
+            for sample in metric.samples:
+                if sample.name.endswith("_bucket"):
+                    bound = float(sample.labels["le"])
+                    cumulative[bound] = cumulative.get(bound, 0.0) + sample.value
+                elif sample.name.endswith("_sum"):
+                    figures.total += sample.value
+                elif sample.name.endswith("_count"):
+                    figures.count += int(sample.value)
+        below = 0.0
+        for index, bound in enumerate((*self.buckets, float("inf"))):
+            figures.counts[index] = int(cumulative.get(bound, below) - below)
+            below = cumulative.get(bound, below)
+        return figures
+
+
 class Metrics:
-    """Counters keyed by name and label; thread-safe enough for one event loop plus threads."""
+    """Counters keyed by name and label, and the two histograms; safe from several threads."""
 
     def __init__(self) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no ``*_created`` series per counter
         self._lock = threading.Lock()
-        self.counters: Counter[tuple[str, str]] = Counter()
-        self.placement_latency = Histogram()
-        self.relay_durations = Histogram(DURATION_BUCKETS)
+        self.registry = CollectorRegistry()
+        self._counters: dict[str, Counter] = {}
+        self.placement_latency = Timing(
+            self, "placement_latency_seconds", "Time to choose a server and reserve a slot.", LATENCY_BUCKETS
+        )
+        self.relay_durations = Timing(
+            self, "relay_connection_seconds", "Durations of closed relayed connections.", DURATION_BUCKETS
+        )
+
+    def _counter(self, name: str) -> Counter:
+        counter = self._counters.get(name)
+        if counter is None:
+            with self._lock:
+                counter = self._counters.get(name)
+                if counter is None:
+                    label = LABEL_NAMES.get(name, "label")
+                    counter = Counter(
+                        f"{PREFIX}_{name}", name.replace("_", " "), [label], registry=self.registry
+                    )
+                    self._counters[name] = counter
+        return counter
 
     def inc(self, name: str, label: str = "", amount: int = 1) -> None:
-        with self._lock:
-            self.counters[(name, label)] += amount
+        self._counter(name).labels(label).inc(amount)
+
+    def collect(self) -> list[Metric]:
+        """Every metric: this registry's, or with several workers every worker's (summed)."""
+        path = multiprocess_dir()
+        if path is not None:
+            collector = MultiProcessCollector(None, path=path)  # type: ignore[no-untyped-call]
+            return list(collector.collect())  # type: ignore[no-untyped-call]
+        return list(self.registry.collect())
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        """Every counter's values by label (summed over the worker processes)."""
+        found: dict[str, dict[str, int]] = {}
+        for metric in self.collect():
+            if metric.type != "counter" or not metric.name.startswith(f"{PREFIX}_"):
+                continue
+            values = found.setdefault(metric.name.removeprefix(f"{PREFIX}_"), {})
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    label = next(iter(sample.labels.values()), "")
+                    values[label] = values.get(label, 0) + int(sample.value)
+        return found
 
     def value(self, name: str, label: str = "") -> int:
-        return self.counters[(name, label)]
+        return self.counters().get(name, {}).get(label, 0)
 
     def by_label(self, name: str) -> dict[str, int]:
-        return {label: count for (counter, label), count in self.counters.items() if counter == name}
+        return dict(self.counters().get(name, {}))
+
+    def exposition(self) -> bytes:
+        """The Prometheus text of every counter and histogram (summed over the worker processes)."""
+        path = multiprocess_dir()
+        if path is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)

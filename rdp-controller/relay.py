@@ -149,9 +149,14 @@ class RdpRelay:
     async def start(self) -> None:
         """Listen; a port that cannot be bound stops the start-up with the reason."""
         bind, port = self.settings.RDP_CONTROLLER_RELAY_BIND, self.settings.RDP_CONTROLLER_RELAY_PORT
+        # Several worker processes (RDP_CONTROLLER_WORKERS): each listens on the same port with
+        # SO_REUSEPORT and the kernel spreads new connections over them; a termination reaches the
+        # worker holding the connection through the Redis close channel every worker listens on.
+        # One worker binds alone, so a second service on the same port fails loudly.
+        shared = self.settings.RDP_CONTROLLER_WORKERS > 1
         try:
             self._server = await asyncio.start_server(
-                self._handle, bind, port, backlog=LISTEN_BACKLOG, reuse_address=True
+                self._handle, bind, port, backlog=LISTEN_BACKLOG, reuse_address=True, reuse_port=shared
             )
         except OSError as exc:
             self.status, self.error = "failed", f"cannot listen on {bind}:{port}: {exc.strerror}"
@@ -204,7 +209,7 @@ class RdpRelay:
     def figures(self) -> dict[str, Any]:
         """The relay's part of ``/api/v1/metrics``: open connections, handshakes, bytes, durations."""
         open_connections = self.connections.all()
-        durations = self.metrics.relay_durations
+        durations = self.metrics.relay_durations.read()
         return {
             "enabled": self.status != "off",
             "connections": len(open_connections),

@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 
 from common.backends import MongoDocument, create_mongo_client, create_redis_client
 from security.connection_tokens import ConnectionTokenStore
+from security.jwt_auth import VerifiedTokens
 from security.ratelimit import RateLimiter
 
 from .background import RECOVERABLE, Background
@@ -71,7 +72,11 @@ class Runtime:
         schema_dir = Path(settings.RDP_CONTROLLER_SCHEMA_DIR) if settings.RDP_CONTROLLER_SCHEMA_DIR else None
         self.schemas = SchemaValidator(schema_dir, check_responses=settings.RDP_CONTROLLER_VALIDATE_RESPONSES)
         self.metrics = Metrics()
+        self.schemas.on_failure = lambda: self.metrics.inc("schema_validation_failures")
         prefix = settings.RDP_CONTROLLER_REDIS_PREFIX
+        self.verified_tokens = VerifiedTokens(
+            secret=settings.JWT_SECRET_KEY, audience=settings.JWT_AUDIENCE, leeway=settings.JWT_LEEWAY_SECONDS
+        )
         self.rate_limiter = RateLimiter(
             self.redis, settings.RDP_CONTROLLER_RATE_LIMIT_PER_MINUTE, key_prefix=f"{prefix}:rate:"
         )

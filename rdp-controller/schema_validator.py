@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ class SchemaValidator:
         self._definition_validators: dict[tuple[str, str], Draft7Validator] = {}
         self.failures = 0
         self.failure_messages: list[str] = []  # the first few, for a test to show
+        self.on_failure: Callable[[], None] | None = None  # counts it (metrics, every worker)
         self.load_errors: dict[str, str] = {}
         for name, filename in SCHEMA_FILES.items():
             self._load(name, self.schema_dir / filename)
@@ -107,6 +108,8 @@ class SchemaValidator:
             self.failures += 1
             if len(self.failure_messages) < 10:
                 self.failure_messages.append(str(exc))
+            if self.on_failure is not None:
+                self.on_failure()
             logger.warning("Schema validation failed: %s", exc)
 
     def validate_health_response(self, data: dict[str, Any]) -> None:

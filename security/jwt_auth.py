@@ -142,6 +142,41 @@ def verify_token(token: str, *, secret: str, audience: str, leeway: int) -> Prin
     return principal_from_claims(decode_claims(token, secret=secret, audience=audience, leeway=leeway))
 
 
+class VerifiedTokens:
+    """``verify_token`` with a memory: a client sends the same token on every request, so the HMAC,
+    the JSON decoding and the claim checks are done once per token, not once per request.
+
+    Only tokens that verified are kept, each until its ``exp`` (plus the leeway, as ``decode_claims``
+    allows): after that the token is verified again, and refused. A token accepted once stays
+    accepted until then (its signature, audience and roles cannot change; ``nbf`` and ``iat`` only
+    ever refuse a token earlier). At most ``size`` tokens are kept; the oldest goes first.
+    """
+
+    def __init__(
+        self, *, secret: str, audience: str, leeway: int, size: int = 4096, clock: Any = time.time
+    ) -> None:
+        self.secret = secret
+        self.audience = audience
+        self.leeway = leeway
+        self.size = size
+        self.clock = clock
+        self._known: dict[str, tuple[Principal, float]] = {}
+
+    def verify(self, token: str) -> Principal:
+        known = self._known.get(token)
+        if known is not None:
+            if self.clock() < known[1]:
+                return known[0]
+            del self._known[token]
+        claims = decode_claims(token, secret=self.secret, audience=self.audience, leeway=self.leeway)
+        principal = principal_from_claims(claims)
+        if isinstance(claims["exp"], int | float):
+            if len(self._known) >= self.size:
+                del self._known[next(iter(self._known))]  # insertion order: the oldest
+            self._known[token] = (principal, float(claims["exp"]) + self.leeway)
+        return principal
+
+
 def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
     """Build the ``Principal`` from claims that ``decode_claims`` has verified; checks ``roles``."""
     token_id = claims.get("jti")

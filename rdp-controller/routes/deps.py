@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import Depends, Request
 
 from common.errors import Forbidden, Unauthorized
-from security.jwt_auth import parse_bearer, verify_token
+from security.jwt_auth import parse_bearer
 from security.principals import ANONYMOUS_DEV, Principal
 
 from ..runtime import Runtime
@@ -29,13 +29,8 @@ async def get_principal(request: Request, runtime: Runtime = Depends(get_runtime
                 "(or RDP_CONTROLLER_AUTH_ENABLED=false, development only)",
                 code="AUTH_NOT_CONFIGURED",
             )
-        token = parse_bearer(request.headers.get("authorization"))
-        principal = verify_token(
-            token,
-            secret=settings.JWT_SECRET_KEY,
-            audience=settings.JWT_AUDIENCE,
-            leeway=settings.JWT_LEEWAY_SECONDS,
-        )
+        # Verified once per token, then remembered until it expires (security.jwt_auth.VerifiedTokens).
+        principal = runtime.verified_tokens.verify(parse_bearer(request.headers.get("authorization")))
     await runtime.rate_limiter.check(principal.subject)
     request.state.principal = principal
     return principal

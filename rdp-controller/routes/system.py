@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from .. import __version__
 from ..insights import prometheus_text
@@ -58,9 +59,7 @@ async def health(runtime: Runtime = Depends(get_runtime)) -> JSONResponse:
 @router.get("/metrics", response_class=PlainTextResponse)
 async def prometheus_metrics(runtime: Runtime = Depends(get_runtime)) -> PlainTextResponse:
     snapshot = await runtime.insights.snapshot()
-    return PlainTextResponse(
-        prometheus_text(snapshot, runtime.metrics), media_type="text/plain; version=0.0.4"
-    )
+    return PlainTextResponse(prometheus_text(snapshot, runtime.metrics), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/api/v1/metrics", dependencies=[Depends(get_principal)])

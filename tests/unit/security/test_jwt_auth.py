@@ -379,3 +379,40 @@ def test_mint_refuses_bad_arguments(overrides: dict[str, Any], message: str) -> 
     }
     with pytest.raises(ValueError, match=message):
         mint_token(**kwargs)
+
+
+def test_verified_tokens_verify_a_token_once_until_it_expires() -> None:
+    from security.jwt_auth import VerifiedTokens
+
+    now = [time.time()]
+    tokens = VerifiedTokens(secret=SECRET, audience=AUDIENCE, leeway=5, size=2, clock=lambda: now[0])
+    token = jwt.encode(
+        {"sub": "alice", "roles": ["operator"], "aud": AUDIENCE, "iat": int(now[0]), "exp": int(now[0]) + 60},
+        SECRET,
+        algorithm="HS256",
+    )
+    first = tokens.verify(token)
+    assert first.subject == "alice" and Role.OPERATOR in first.roles
+    decoded: list[str] = []
+    original = jwt.decode
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        decoded.append("x")
+        return original(*args, **kwargs)
+
+    jwt.decode = counting  # type: ignore[assignment]
+    try:
+        assert tokens.verify(token) is first and decoded == []  # remembered: no second verification
+        now[0] += 64  # past exp, within the leeway: still accepted
+        assert tokens.verify(token) is first
+        now[0] += 2  # past exp + leeway: verified again (PyJWT, on the real clock, then decides)
+        tokens.verify(token)
+        assert decoded == ["x"]
+    finally:
+        jwt.decode = original  # type: ignore[assignment]
+    forged = jwt.encode(
+        {"sub": "mallory", "aud": AUDIENCE, "iat": 1, "exp": 2**40}, OTHER_SECRET, algorithm="HS256"
+    )
+    for _ in range(2):  # a refused token is never remembered
+        with pytest.raises(Unauthorized, match="signature"):
+            tokens.verify(forged)
