@@ -32,11 +32,13 @@ import contextlib
 import hashlib
 import os
 import secrets
+import signal
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -150,12 +152,10 @@ async def op_suspended_for(floor: Floor, pair: Pair) -> None:
     await floor.db[SESSIONS].find(query, NO_ID).sort("suspended_at", DESCENDING).to_list(length=100)
 
 
-async def op_servers_all(floor: Floor, pair: Pair) -> None:
-    await floor.db[SERVERS].find({}, NO_ID).sort("name", 1).to_list(length=None)
-
-
 async def op_live_counts(floor: Floor, pair: Pair) -> None:
-    await floor.coordination.live_counts([floor.server["server_id"]])
+    # Placement's cached pool view: its version token is read with the live counts, in one round trip;
+    # the server documents are read again only after a server changed (none does here).
+    await floor.coordination.pool_version_and_counts([floor.server["server_id"]])
 
 
 async def op_reserve(floor: Floor, pair: Pair) -> None:
@@ -223,8 +223,11 @@ async def op_terminated_event(floor: Floor, pair: Pair) -> None:
 
 FLOOR_OPERATIONS: tuple[tuple[str, str, Operation], ...] = (
     ("create", "MongoDB rdp_sessions.find(user, suspended).sort (sessions.suspended_for)", op_suspended_for),
-    ("create", "MongoDB rdp_servers.find({}).sort(name) (servers.all)", op_servers_all),
-    ("create", "Redis pipeline ZCOUNT per candidate server, 1 here (live_counts)", op_live_counts),
+    (
+        "create",
+        "Redis pipeline GET pool version + ZCOUNT per candidate server, 1 here (pool view, live counts)",
+        op_live_counts,
+    ),
     ("create", "Redis EVALSHA reserve script (RedisCoordination.reserve)", op_reserve),
     ("create", "MongoDB rdp_sessions.insert_one (sessions.insert)", op_insert_session),
     (
@@ -316,14 +319,20 @@ async def run_pairs(
 
 
 class CpuMeter:
-    """CPU seconds (user + system) of named processes over a phase, from /proc."""
+    """CPU seconds (user + system) of named processes over a phase, from /proc.
+
+    The service counts with its live descendants (its uvicorn workers, with ``RDP_CONTROLLER_WORKERS``
+    above 1); the other processes alone (the bench client's descendants are the servers).
+    """
+
+    TREES = frozenset({"service"})
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
         self._start: dict[str, float] = {}
 
     @staticmethod
-    def _seconds(pid: int) -> float | None:
+    def _one(pid: int) -> float | None:
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
@@ -331,13 +340,24 @@ class CpuMeter:
         fields = stat[stat.rindex(")") + 2 :].split()
         return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
+    @classmethod
+    def _seconds(cls, pid: int, tree: bool) -> float | None:
+        own = cls._one(pid)
+        if own is None or not tree:
+            return own
+        return own + sum(cls._one(child) or 0.0 for child, _start, _command in descendants(pid))
+
     def start(self) -> None:
-        self._start = {name: s for name, pid in self.pids.items() if (s := self._seconds(pid)) is not None}
+        self._start = {
+            name: s
+            for name, pid in self.pids.items()
+            if (s := self._seconds(pid, name in self.TREES)) is not None
+        }
 
     def stop(self) -> dict[str, float]:
         used = {}
         for name, pid in self.pids.items():
-            now = self._seconds(pid)
+            now = self._seconds(pid, name in self.TREES)
             if now is not None and name in self._start:
                 used[name] = now - self._start[name]
         return used
@@ -508,16 +528,66 @@ async def alternate(
     return results[service.name], results[floor.name]
 
 
+@dataclass
+class Reads:
+    """A read route measured alone: requests, seconds, and the service's CPU seconds over them."""
+
+    route: str
+    requests: int
+    seconds: float
+    cpu_seconds: float
+
+    @property
+    def cpu_ms(self) -> float:
+        return self.cpu_seconds * 1000 / self.requests
+
+
+READ_CONCURRENCY = 10
+
+
+async def measure_reads(service: ServiceTarget, requests: int, pids: dict[str, int]) -> list[Reads]:
+    """``GET /api/v1/sessions/{id}`` (one ``find_one``) and ``GET /health`` (no backend call), each alone."""
+    created = await service.client.post(
+        "/api/v1/sessions", headers=service.service, json={"user_id": "reader"}
+    )
+    if created.status_code != 201:
+        raise RuntimeError(f"create: {created.status_code} {created.text[:300]}")
+    session_id = created.json()["session_id"]
+    routes = (
+        ("GET /api/v1/sessions/{id}", f"/api/v1/sessions/{session_id}", service.service),
+        ("GET /health", "/health", {}),
+    )
+    found = []
+    for route, path, headers in routes:
+
+        async def one(
+            _worker: int, path: str = path, headers: dict[str, str] = headers
+        ) -> tuple[float, float]:
+            answer = await service.client.get(path, headers=headers)
+            if answer.status_code != 200:
+                raise RuntimeError(f"{path}: {answer.status_code} {answer.text[:300]}")
+            return 0.0, 0.0
+
+        await run_pairs(max(requests // 10, 10), READ_CONCURRENCY, one)  # warm-up
+        meter = CpuMeter({"service": pids["service"]})
+        meter.start()
+        seconds, _a, _b = await run_pairs(requests, READ_CONCURRENCY, one)
+        found.append(Reads(route, requests, seconds, meter.stop().get("service", 0.0)))
+    await service.client.delete(f"/api/v1/sessions/{session_id}", headers=service.service)
+    return found
+
+
 async def measure(
     service: ServiceTarget, floor: FloorTarget, args: argparse.Namespace, pids: dict[str, int]
-) -> list[tuple[int, Result, Result]]:
-    """Warm both up; one client at a time (the overhead per call), then ``--concurrency`` clients."""
+) -> tuple[list[tuple[int, Result, Result]], list[Reads]]:
+    """Warm both up; one client at a time (the overhead per call), then ``--concurrency`` clients; reads."""
     async with service, floor:
         for target in (service, floor):
             await run_pairs(args.warmup, args.concurrency, target.one_pair)
         serial = await alternate(service, floor, args.serial_pairs, 1, 2, pids) if args.serial_pairs else None
         loaded = await alternate(service, floor, args.pairs, args.concurrency, args.rounds, pids)
-    return ([(1, *serial)] if serial else []) + [(args.concurrency, *loaded)]
+        reads = await measure_reads(service, args.reads, pids) if args.reads else []
+    return ([(1, *serial)] if serial else []) + [(args.concurrency, *loaded)], reads
 
 
 async def drop_service_data(mongodb_url: str, redis_url: str, tag: str) -> None:
@@ -535,9 +605,49 @@ async def drop_service_data(mongodb_url: str, redis_url: str, tag: str) -> None:
 
 
 # Report -------------------------------------------------------------------------------------
+GOALS = (  # issue 13; printed beside the figures, never asserted
+    ("service CPU ms per create+terminate pair (c={c})", "<=", 3.5),
+    ("service/floor pairs/s, one client", ">=", 0.8),
+    ("service CPU ms per GET /api/v1/sessions/{{id}}", "<=", 1.0),
+    ("service CPU ms per GET /health", "<=", 0.3),
+)
+
+
+def goal_lines(
+    results: list[tuple[int, Result, Result]], reads: list[Reads], args: argparse.Namespace
+) -> list[str]:
+    _clients, loaded, _floor = results[-1]
+    serial = [(service, floor) for clients, service, floor in results if clients == 1]
+    by_route = {r.route: r.cpu_ms for r in reads}
+    values = [
+        loaded.cpu["service"] * 1000 / loaded.pairs if "service" in loaded.cpu else None,
+        serial[0][0].pairs_per_second / serial[0][1].pairs_per_second if serial else None,
+        by_route.get("GET /api/v1/sessions/{id}"),
+        by_route.get("GET /health"),
+    ]
+    lines = ["goals (issue 13), from this run:"]
+    for (name, sense, goal), value in zip(GOALS, values, strict=True):
+        label = name.format(c=args.concurrency)
+        if value is None:
+            lines.append(f"  {label:<52} {'-':>8}   goal {sense} {goal:g}   not measured")
+            continue
+        met = value <= goal if sense == "<=" else value >= goal
+        lines.append(f"  {label:<52} {value:>8.2f}   goal {sense} {goal:g}   {'met' if met else 'NOT met'}")
+    return lines
+
+
 def report(
-    results: list[tuple[int, Result, Result]], args: argparse.Namespace, backends: str, wall: float
-) -> None:
+    results: list[tuple[int, Result, Result]],
+    reads: list[Reads],
+    args: argparse.Namespace,
+    backends: str,
+    wall: float,
+) -> list[str]:
+    lines: list[str] = []
+
+    def print(text: str = "") -> None:  # the report is kept, then printed and written
+        lines.append(text)
+
     def row(name: str, result: Result) -> str:
         latencies = [percentile(v, q) for v in (result.create_ms, result.terminate_ms) for q in (0.5, 0.99)]
         cells = "".join(f"{value:>11.2f}" for value in latencies)
@@ -557,7 +667,7 @@ def report(
         f"pairs per side: {args.pairs} by {args.concurrency} clients in rounds {order} (S service, F floor);"
     )
     print(f"  {args.serial_pairs} by 1 client (rounds S F F S); each after {args.warmup} warm-up pairs")
-    print(f"backends: {backends}")
+    print(f"backends: {backends}; service workers: {args.workers}")
     print("floor = the storage operations of one create + one terminate, done directly, in this order:")
     for phase, what, _op in FLOOR_OPERATIONS:
         print(f"  {phase:<10} {what}")
@@ -586,17 +696,31 @@ def report(
             line = " "
         line += " " + cell
     print(line)
-    names = sorted({*service.cpu, *floor.cpu})
-    if names:
+    for clients, service, floor in results:
+        names = sorted({*service.cpu, *floor.cpu})
+        if not names:
+            continue
         print()
-        print(f"CPU ms per pair (c={args.concurrency})".ljust(26) + "".join(f"{name:>13}" for name in names))
+        print(f"CPU ms per pair (c={clients})".ljust(26) + "".join(f"{name:>13}" for name in names))
         for label, result in (("  service rounds", service), ("  floor rounds", floor)):
             used = "".join(
                 f"{result.cpu[name] * 1000 / result.pairs:>13.2f}" if name in result.cpu else f"{'-':>13}"
                 for name in names
             )
             print(f"{label:<26}{used}")
+    if reads:
+        print()
+        print(
+            f"reads, {READ_CONCURRENCY} clients".ljust(34)
+            + f"{'requests':>10}{'req/s':>10}{'service CPU ms/req':>20}"
+        )
+        for r in reads:
+            print(f"  {r.route:<32}{r.requests:>10}{r.requests / r.seconds:>10.1f}{r.cpu_ms:>20.3f}")
+    print()
+    for line in goal_lines(results, reads, args):
+        print(line)
     print(f"\nwall time s: {wall:.1f}   cores: {os.cpu_count()}")
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -615,8 +739,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--rounds", type=int, default=2, help="rounds per side, alternated service/floor, floor/service ..."
     )
+    parser.add_argument(
+        "--reads", type=int, default=None, help="GET session and GET /health requests each (default 2000)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="the service's worker processes (RDP_CONTROLLER_WORKERS)"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="record the service with py-spy (its workers too) into a flame graph beside the figures",
+    )
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=REPO_ROOT / ".build" / "bench",
+        help="where the figures (bench_sessions.txt) and the flame graph go (default .build/bench)",
+    )
     parser.add_argument("--quick", action="store_true", help="CI size: 200 pairs, 20 clients, 40 serial")
     args = parser.parse_args(argv)
+    if args.reads is None:
+        args.reads = 400 if args.quick else 2000
     args.pairs = args.pairs or (200 if args.quick else 1000)
     if args.serial_pairs is None:
         args.serial_pairs = 40 if args.quick else 100
@@ -629,10 +772,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         or args.warmup < 0
         or args.serial_pairs == 1
         or args.serial_pairs < 0
+        or args.reads < 0
+        or args.workers < 1
     ):
         parser.error(
             "--concurrency and --rounds must be at least 1, --pairs at least --rounds, --warmup at least 0,"
-            " --serial-pairs 0 or at least 2"
+            " --serial-pairs 0 or at least 2, --reads at least 0, --workers at least 1"
         )
 
     started = time.perf_counter()
@@ -660,12 +805,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             RDP_CONTROLLER_MAX_SESSIONS_PER_USER="1000",
             RDP_CONTROLLER_PROBE_INTERVAL="3600",  # the bench host is not an RDP server: do not probe it
             RDP_CONTROLLER_RELAY_PORT="0",  # no client connects: direct mode (bench_relay.py: the relay)
+            RDP_CONTROLLER_VALIDATE_RESPONSES="false",  # production's setting (the test suite turns it on)
+            RDP_CONTROLLER_WORKERS=str(args.workers),
             # Queueing at c=50 on the embedded SecantusDB reaches seconds: a MongoDB operation timeout
             # (timeoutMS) of 2 s would turn the slow tail into 503s rather than measure it.
             BACKEND_TIMEOUT_SECONDS="30",
         )
         service = ServiceProcess(entrypoint_argv(), env=env, port=port, log_path=workdir / "service.log")
         resources.enter_context(service)
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        flame = args.out_dir / "bench_sessions-flame.svg"
         try:
             service.wait_for_health(timeout=60.0, want="healthy")
             pids = {**backend_pids(), "service": service.pid, "bench client": os.getpid()}
@@ -673,7 +822,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ServiceTarget(service.base_url, secret, args.concurrency),
                 FloorTarget(mongodb_url, redis_url, tag),
             )
-            results = asyncio.run(measure(*targets, args, pids))
+            with profiled(service.pid, flame) if args.profile else contextlib.nullcontext():
+                results, reads = asyncio.run(measure(*targets, args, pids))
         except (RuntimeError, httpx.HTTPError, ExceptionGroup) as exc:
             first = exc.exceptions[0] if isinstance(exc, ExceptionGroup) else exc
             request = getattr(first, "_request", None)  # httpx errors carry the request they failed on
@@ -683,8 +833,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         service.stop()
         if external:
             asyncio.run(drop_service_data(mongodb_url, redis_url, tag))
-    report(results, args, backends, time.perf_counter() - started)
+    lines = report(results, reads, args, backends, time.perf_counter() - started)
+    if args.profile:
+        lines.append(f"flame graph of the service (py-spy, every worker): {flame}")
+    figures = args.out_dir / "bench_sessions.txt"
+    lines.append(f"these figures: {figures}")
+    figures.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
     return 0
+
+
+@contextlib.contextmanager
+def profiled(pid: int, flame: Path) -> Iterator[None]:
+    """``py-spy record`` of the service and its worker processes while the block runs; a flame graph."""
+    spy = Path(sys.executable).with_name("py-spy")
+    command = [str(spy if spy.exists() else "py-spy"), "record", "--pid", str(pid), "--subprocesses"]
+    command += ["--nonblocking", "--rate", "200", "--format", "flamegraph", "--output", str(flame)]
+    log = flame.with_suffix(".log")
+    with log.open("wb") as errors:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors)
+    try:
+        time.sleep(1.0)  # attached before the first timed request
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"py-spy could not attach: {process.stderr.read().decode() if process.stderr else ''}"
+            )
+        yield
+    finally:
+        process.send_signal(signal.SIGINT)  # py-spy writes the flame graph on SIGINT
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 if __name__ == "__main__":
