@@ -63,8 +63,7 @@ from .connection_manager import ConnectionManager, health_state_of
 from .metrics import Metrics
 from .models import ServerState, TerminationReason
 from .server_pool import ServerPool
-from .storage.mongo import utcnow
-from .storage.servers import ServerHealthRepository
+from .storage.mongo import MongoStore, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -253,7 +252,7 @@ class HealthMonitor:
         self,
         connections: ConnectionManager,
         sessions_pool: ServerPool,
-        repository: ServerHealthRepository,
+        store: MongoStore,
         settings: RdpControllerSettings,
         metrics: Metrics,
         *,
@@ -267,7 +266,8 @@ class HealthMonitor:
         self.thresholds = Thresholds.from_settings(settings)
         self.prober = prober
         self.unhealthy_grace_seconds = unhealthy_grace_seconds or None  # 0 = off, like the setting
-        self.repository = repository
+        self.store = store
+        self.repository = store.server_health
 
     # Probing ------------------------------------------------------------------------------
     async def _probe(self, address: str, port: int) -> ProbeResult:
@@ -367,7 +367,7 @@ class HealthMonitor:
     # Reports ------------------------------------------------------------------------------
     async def pool_health(self, monitor_status: str | None) -> dict[str, Any]:
         """The PoolHealth view: servers by state and the reachability of their last probes."""
-        servers = await self.connections.store.servers.all()
+        servers = await self.store.servers.all()
         by_state = {state.value: 0 for state in ServerState}
         reachable = unreachable = 0
         for server in servers:
@@ -399,7 +399,7 @@ class HealthMonitor:
         capacity = sum(int(server["capacity"]) for server in servers)
         leases = sum(int(server["live_sessions"]) for server in servers)
         return {
-            "open_connections": await self.connections.store.connections.count_open(),
+            "open_connections": await self.store.connections.count_open(),
             "servers": len(servers),
             "capacity": capacity,
             "leases": leases,

@@ -140,11 +140,11 @@ class Runtime:
             self.metrics,
             relay_id=f"{socket.gethostname()}:{os.getpid()}",
         )
-        self.pool = ServerPool(self.connections, self.sessions)
+        self.pool = ServerPool(self.connections, self.sessions, self.store)
         self.health_monitor = HealthMonitor(
             self.connections,
             self.pool,
-            self.store.server_health,
+            self.store,
             settings,
             self.metrics,
             unhealthy_grace_seconds=settings.RDP_CONTROLLER_UNHEALTHY_GRACE_SECONDS or None,
@@ -160,7 +160,9 @@ class Runtime:
         )
         self.insights.monitor = self.integrations.rdp_monitor
         self.insights.integration = self.integration
-        self.maintenance = SessionMaintenance(self.sessions)
+        self.maintenance = SessionMaintenance(
+            self.sessions, self.store, self.coordination, settings, self.metrics
+        )
 
     async def start(self) -> None:
         settings = self.settings

@@ -14,15 +14,16 @@ from common.errors import Conflict, NotFound
 from .connection_manager import ConnectionManager
 from .models import ServerState, TerminationReason
 from .session_controller import SessionController
-from .storage.mongo import utcnow
+from .storage.mongo import MongoStore, utcnow
 
 logger = logging.getLogger(__name__)
 
 
 class ServerPool:
-    def __init__(self, connections: ConnectionManager, sessions: SessionController):
+    def __init__(self, connections: ConnectionManager, sessions: SessionController, store: MongoStore):
         self.connections = connections
         self.sessions = sessions
+        self.store = store
 
     async def _terminate_all(
         self, session_ids: list[str], reason: TerminationReason, actor: str
@@ -38,7 +39,7 @@ class ServerPool:
 
     async def terminate_sessions(self, server_id: str, reason: TerminationReason, *, actor: str) -> list[str]:
         """Terminate every live session of a server; returns the ids terminated."""
-        live = [s["session_id"] for s in await self.sessions.store.sessions.live_on_server(server_id)]
+        live = [s["session_id"] for s in await self.store.sessions.live_on_server(server_id)]
         return await self._terminate_all(live, reason, actor)
 
     async def remove_server(self, server_id: str, *, force: bool) -> list[str]:
@@ -50,7 +51,7 @@ class ServerPool:
         """Terminate the sessions of draining servers whose deadline has passed."""
         terminated = 0
         now = utcnow()
-        for server in await self.connections.store.servers.all():
+        for server in await self.store.servers.all():
             deadline = server.get("drain_deadline")
             draining = server.get("draining") or server["state"] == ServerState.DRAINING.value
             if not draining or deadline is None or deadline > now:

@@ -24,11 +24,13 @@ from datetime import datetime, timedelta
 from common.errors import Conflict, NotFound
 
 from .background import RECOVERABLE
+from .config import RdpControllerSettings
+from .metrics import Metrics
 from .models import LIVE_STATUSES, SessionStatus, TerminationReason
 from .session_controller import SessionController
 from .session_states import Decision, Document, ready_deadline
-from .storage.mongo import new_id, utcnow
-from .storage.redis import Lease
+from .storage.mongo import MongoStore, new_id, utcnow
+from .storage.redis import Lease, RedisCoordination
 
 logger = logging.getLogger(__name__)
 
@@ -67,29 +69,38 @@ def _past(document: Document, field: str, now: datetime) -> bool:
 
 
 class SessionMaintenance:
-    def __init__(self, sessions: SessionController):
+    def __init__(
+        self,
+        sessions: SessionController,
+        store: MongoStore,
+        coordination: RedisCoordination,
+        settings: RdpControllerSettings,
+        metrics: Metrics,
+    ):
         self.sessions = sessions
+        self.store = store
+        self.coordination = coordination
+        self.settings = settings
+        self.metrics = metrics
         # Leases seen without a session by the last pass; dropped when the next pass sees them so too.
         self._orphan_suspects: set[str] = set()
 
     @property
     def ready_timeout(self) -> float:
-        return float(self.sessions.settings.RDP_CONTROLLER_READY_TIMEOUT)
+        return float(self.settings.RDP_CONTROLLER_READY_TIMEOUT)
 
     @property
     def settle_seconds(self) -> float:
-        return SETTLE_BACKEND_TIMEOUTS * self.sessions.settings.BACKEND_TIMEOUT_SECONDS
+        return SETTLE_BACKEND_TIMEOUTS * self.settings.BACKEND_TIMEOUT_SECONDS
 
     async def _due(self) -> list[Document]:
         now = utcnow()
-        due = await self.sessions.store.sessions.due(now)
+        due = await self.store.sessions.due(now)
         if self.ready_timeout <= 0:
             return due
         # Ready sessions never connected: by creation time (a superset; due_reason decides).
         cutoff = now - timedelta(seconds=self.ready_timeout)
-        query = {"status": SessionStatus.READY.value, "created_at": {"$lte": cutoff}}
-        found = self.sessions.store.sessions.collection.find(query, {"_id": False}).sort("created_at", 1)
-        ready = await found.limit(READY_SCAN_LIMIT).to_list(length=READY_SCAN_LIMIT)
+        ready = await self.store.sessions.ready_since(cutoff, READY_SCAN_LIMIT)
         seen = {document["session_id"] for document in due}
         return due + [document for document in ready if document["session_id"] not in seen]
 
@@ -120,7 +131,7 @@ class SessionMaintenance:
                 continue
             if fired and SessionStatus(result["status"]) is SessionStatus.TERMINATED:
                 reaped += 1
-                self.sessions.metrics.inc("reaper_actions", fired[-1].value)
+                self.metrics.inc("reaper_actions", fired[-1].value)
                 logger.info("Reaper terminated %s (%s)", document["session_id"], fired[-1].value)
         return reaped
 
@@ -139,12 +150,12 @@ class SessionMaintenance:
             raise
 
     async def _reconcile(self) -> dict[str, int]:
-        coordination = self.sessions.coordination
+        coordination = self.coordination
         token = coordination.new_lock_token()
         # One pass at a time across replicas (the start-up pass and the leader loop's may overlap):
         # a pass that began while another was rebuilding would take the other's fresh epoch for a
         # loss and wait for nothing. Correctness does not rest on it: each pass checks its own key.
-        lock_seconds = self.settle_seconds + 4 * self.sessions.settings.BACKEND_TIMEOUT_SECONDS + 1
+        lock_seconds = self.settle_seconds + 4 * self.settings.BACKEND_TIMEOUT_SECONDS + 1
         if not await coordination.hold_lock(REBUILD_LOCK, token, lock_seconds):
             return {"renewed": 0, "dropped": 0, "orphans": 0, "trusted": 0, "skipped": 1}
         try:
@@ -154,7 +165,7 @@ class SessionMaintenance:
                 await coordination.release_lock(REBUILD_LOCK, token)
 
     async def _rebuild(self, token: str) -> dict[str, int]:
-        store, coordination, metrics = self.sessions.store, self.sessions.coordination, self.sessions.metrics
+        store, coordination, metrics = self.store, self.coordination, self.metrics
         start = await coordination.begin_rebuild(token)
         epoch = start.epoch
         if not start.trusted:

@@ -161,7 +161,8 @@ def build_integrations(
     )
     warm_pool: WarmPool | None = None
     if manager.is_configured(SERVER_MANAGER):
-        warm_pool = WarmPool(store.database[WARM_POOL_COLLECTION], manager, connections, settings, metrics)
+        collection = store.database[WARM_POOL_COLLECTION]
+        warm_pool = WarmPool(collection, manager, connections, store.sessions, settings, metrics)
         outbox.register(SERVER_MANAGER, RELEASE_DEDICATED, warm_pool.release_for_session)
     hooks = IntegrationHooks(outbox, metrics=metrics)
     return Integrations(settings, manager, outbox, hooks, warm_pool, background, mongo_ready, metrics)

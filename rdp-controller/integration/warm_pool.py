@@ -54,6 +54,7 @@ from ..connection_manager import ConnectionManager, ServerCreate
 from ..metrics import Metrics
 from ..models import FINAL_STATUSES, ServerState
 from ..storage.mongo import new_id, utcnow
+from ..storage.sessions import SessionRepository
 from .integration_manager import IntegrationManager
 from .rdp_server_manager_client import RdpServerManagerClient
 from .service_base import ServiceError, ServiceNotFoundError
@@ -84,6 +85,7 @@ class WarmPool:
         collection: AsyncCollection[MongoDocument],
         manager: IntegrationManager,
         connections: ConnectionManager,
+        sessions: SessionRepository,
         settings: RdpControllerSettings,
         metrics: Metrics,
         *,
@@ -92,6 +94,7 @@ class WarmPool:
         self.collection = collection
         self.manager = manager
         self.connections = connections
+        self.sessions = sessions
         self.settings = settings
         self.metrics = metrics
         self.size = settings.RDP_CONTROLLER_WARM_POOL_SIZE
@@ -417,7 +420,7 @@ class WarmPool:
             {"state": EntryState.CLAIMED.value, "claimed_at": {"$lte": now - self.orphan_grace}}, NO_ID
         )
         async for entry in claimed:
-            session = await self.connections.store.sessions.get(entry.get("session_id") or "")
+            session = await self.sessions.get(entry.get("session_id") or "")
             if session is None or session["status"] in {s.value for s in FINAL_STATUSES}:
                 stale.append((entry, "orphaned"))
         releasing = self.collection.find(

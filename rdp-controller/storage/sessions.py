@@ -87,6 +87,12 @@ class SessionRepository:
             return_document=ReturnDocument.AFTER,
         )
 
+    async def ready_since(self, cutoff: datetime, limit: int) -> list[MongoDocument]:
+        """Sessions ``ready`` since ``cutoff`` or earlier, oldest first (no client has connected)."""
+        query = {"status": SessionStatus.READY.value, "created_at": {"$lte": cutoff}}
+        found = self.collection.find(query, NO_ID).sort("created_at", ASCENDING)
+        return await found.limit(limit).to_list(length=limit)
+
     async def creating_before(self, cutoff: datetime, limit: int = 500) -> list[MongoDocument]:
         query = {"status": SessionStatus.CREATING.value, "created_at": {"$lt": cutoff}}
         return await self.collection.find(query, NO_ID).to_list(length=limit)

@@ -117,7 +117,13 @@ async def make_pool(
         manager = IntegrationManager(settings, transport=httpx.MockTransport(server_manager))
         created.append(manager)
         pool = WarmPool(
-            store.database["warm_pool"], manager, connections, settings, Metrics(), clock=clock or Clock()
+            store.database["warm_pool"],
+            manager,
+            connections,
+            store.sessions,
+            settings,
+            Metrics(),
+            clock=clock or Clock(),
         )
         pools.append(pool)
         return pool
