@@ -129,14 +129,6 @@ class SessionConfig(StrictModel):
     def _labels(cls, value: dict[str, str]) -> dict[str, str]:
         return check_labels(value)
 
-    @property
-    def width(self) -> int:
-        return int(self.display_resolution.split("x")[0])
-
-    @property
-    def height(self) -> int:
-        return int(self.display_resolution.split("x")[1])
-
 
 class CreateSessionRequest(StrictModel):
     user_id: UserId | None = Field(default=None, description="Required unless the token is a user's own")
@@ -219,16 +211,6 @@ class ConnectionDescriptor(BaseModel):
     token: str
     token_expires_at: datetime
     rdp_file: str
-
-
-class SessionEvent(BaseModel):
-    event_id: str
-    session_id: str
-    from_status: SessionStatus | None
-    to_status: SessionStatus
-    reason: str | None
-    actor: str
-    at: datetime
 
 
 def is_uuid(value: str) -> bool:

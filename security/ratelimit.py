@@ -60,8 +60,8 @@ class RateLimiter:
     The window is 60 seconds; ``window_seconds`` changes it (tests use 1 second so they can show
     recovery quickly). ``limit_per_minute=0`` disables limiting (``RDP_CONTROLLER_RATE_LIMIT_PER_MINUTE=0``).
 
-    When Redis fails, ``check`` raises ``BackendUnavailable`` (HTTP 503); with ``fail_open=True``
-    it logs a warning and lets the request through instead.
+    When Redis fails, ``check`` raises ``BackendUnavailable`` (HTTP 503): the limit is never
+    skipped silently.
     """
 
     def __init__(
@@ -71,7 +71,6 @@ class RateLimiter:
         *,
         key_prefix: str = DEFAULT_KEY_PREFIX,
         window_seconds: float = DEFAULT_WINDOW_SECONDS,
-        fail_open: bool = False,
     ) -> None:
         if limit_per_minute < 0:
             raise ValueError("limit_per_minute must be zero (off) or positive")
@@ -82,7 +81,6 @@ class RateLimiter:
         self._window_ms = max(1, math.ceil(window_seconds * 1000))
         self._window_seconds = window_seconds
         self._key_prefix = key_prefix
-        self._fail_open = fail_open
         self._script = redis.register_script(SLIDING_WINDOW_SCRIPT)
 
     @property
@@ -115,9 +113,6 @@ class RateLimiter:
                 args=[self._window_ms, self._limit, secrets.token_hex(6)],
             )
         except RedisError as exc:
-            if self._fail_open:
-                logger.warning("rate limit check skipped: Redis failed (%s)", type(exc).__name__)
-                return
             message = f"rate limiter unavailable: Redis failed ({type(exc).__name__})"
             raise BackendUnavailable(message) from exc
         allowed, wait_ms = int(result[0]), int(result[1])

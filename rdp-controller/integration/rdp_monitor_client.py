@@ -16,8 +16,6 @@ from .service_base import ServiceClientBase
 
 logger = logging.getLogger(__name__)
 
-PEER_NAME = "rdp-monitor"
-
 
 def _session_path(session_id: str, action: str) -> str:
     return f"/api/v1/monitoring/sessions/{quote(session_id, safe='')}/{action}"

@@ -18,8 +18,6 @@ from .service_base import ServiceClientBase, ServiceError
 
 logger = logging.getLogger(__name__)
 
-PEER_NAME = "rdp-server-manager"
-
 
 def _server_path(server_id: str, action: str = "") -> str:
     return f"/servers/{quote(server_id, safe='')}" + (f"/{action}" if action else "")

@@ -17,8 +17,6 @@ from .service_base import ServiceClientBase
 
 logger = logging.getLogger(__name__)
 
-PEER_NAME = "session-processor"
-
 
 class SessionProcessorClient(ServiceClientBase):
     """Client for session-processor."""

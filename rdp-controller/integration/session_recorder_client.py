@@ -16,8 +16,6 @@ from .service_base import ServiceClientBase
 
 logger = logging.getLogger(__name__)
 
-PEER_NAME = "session-recorder"
-
 
 class SessionRecorderClient(ServiceClientBase):
     """Client for session-recorder."""

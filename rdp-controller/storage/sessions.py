@@ -108,15 +108,6 @@ class SessionRepository:
         found = self.collection.find({"pending_transitions.at": {"$lt": older_than}}, NO_ID)
         return await found.limit(limit).to_list(length=limit)
 
-    async def touch(self, session_id: str, version: int, changes: dict[str, Any]) -> MongoDocument | None:
-        """Update fields without a status change, still guarded by ``version``."""
-        return await self.collection.find_one_and_update(
-            {"session_id": session_id, "version": version},
-            {"$set": {**changes, "updated_at": utcnow()}, "$inc": {"version": 1}},
-            projection=NO_ID,
-            return_document=ReturnDocument.AFTER,
-        )
-
     async def page(
         self, filters: dict[str, Any], limit: int, cursor: str | None
     ) -> tuple[list[MongoDocument], str | None]:
