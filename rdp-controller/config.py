@@ -75,6 +75,8 @@ class RdpControllerSettings(BaseSettings):
 
     # Environment
     LUCID_ENV: Literal["production", "development", "test"] = Field(default="production")
+    # Template labels: every Lucid container carries them; this service reads none of them
+    # (docs/configuration.md, "Template labels").
     LUCID_PLATFORM: str = Field(default="arm64")
     PROJECT_ROOT: str = Field(default="/mnt/myssd/Lucid/Lucid")
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(default="INFO")
