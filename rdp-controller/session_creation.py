@@ -16,7 +16,8 @@ import hashlib
 import json
 import logging
 import time
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Protocol
 
 from pymongo.errors import DuplicateKeyError, PyMongoError, ServerSelectionTimeoutError
@@ -54,32 +55,39 @@ class DedicatedServers(Protocol):
         ...
 
 
-def new_session(
-    session_id: str,
-    user_id: str,
-    config: Document,
-    status: SessionStatus,
-    server_id: str | None,
-    actor: str,
-    now: datetime,
-) -> Document:
-    """The document of a session just created (its deadlines included)."""
-    document: Document = {
-        "session_id": session_id,
-        "user_id": user_id,
-        "server_id": server_id,
-        "connection_id": new_id(),
-        "status": status.value,
-        "session_config": config,
-        "created_at": now,
-        "updated_at": now,
-        "max_deadline": now + timedelta(seconds=config["session_timeout"]),
-        "termination_reason": None,
-        "version": 1,
-        "created_by": actor,
-    }
-    document.update(compute_deadlines(document))
-    return document
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A session a create is about to commit: whose, with what, and under which Idempotency-Key."""
+
+    session_id: str
+    user_id: str
+    config: Document
+    key: str | None
+    fingerprint: str
+    actor: str
+
+    def document(self, status: SessionStatus, server_id: str | None, reason: str) -> Document:
+        """Its document, deadlines included, with the record of its first transition."""
+        now = utcnow()
+        document: Document = {
+            "session_id": self.session_id,
+            "user_id": self.user_id,
+            "server_id": server_id,
+            "connection_id": new_id(),
+            "status": status.value,
+            "session_config": self.config,
+            "created_at": now,
+            "updated_at": now,
+            "max_deadline": now + timedelta(seconds=self.config["session_timeout"]),
+            "termination_reason": None,
+            "version": 1,
+            "created_by": self.actor,
+            "idempotency_key": self.key,
+            "request_fingerprint": self.fingerprint,
+        }
+        document.update(compute_deadlines(document))
+        document["pending_transitions"] = [transition_record(document, None, status, reason, self.actor)]
+        return document
 
 
 class SessionCreation:
@@ -187,7 +195,8 @@ class SessionCreation:
             offered = await self._offer_reconnect(user_id, config, actor)
             if offered is not None:
                 return {**offered, "reconnected": True}, False
-        session_id, started = new_id(), time.perf_counter()
+        draft = Draft(new_id(), user_id, config, key, fingerprint, actor)
+        session_id, started = draft.session_id, time.perf_counter()
         pinned = request.server_id
         try:
             if request.session_config.dedicated_server:
@@ -199,9 +208,7 @@ class SessionCreation:
                     )
                 pinned = await self.dedicated.from_stock(session_id=session_id, user_id=user_id)
                 if pinned is None:  # none warm: creating until one is provisioned
-                    return await self._create_provisioned(
-                        session_id, request, config, user_id, key, fingerprint, actor
-                    )
+                    return await self._create_provisioned(draft, request.session_config.labels)
             server = await self.connections.place(
                 session_id=session_id,
                 user_id=user_id,
@@ -213,10 +220,7 @@ class SessionCreation:
             raise
         self.metrics.placement_latency.observe(time.perf_counter() - started)
         lease = Lease(server["server_id"], user_id, session_id)
-        now = utcnow()
-        document = new_session(session_id, user_id, config, S.READY, server["server_id"], actor, now)
-        document.update({"idempotency_key": key, "request_fingerprint": fingerprint})
-        document["pending_transitions"] = [transition_record(document, None, S.READY, "slot_reserved", actor)]
+        document = draft.document(S.READY, server["server_id"], "slot_reserved")
         try:
             await self.store.sessions.insert(document)
         except DuplicateKeyError:
@@ -236,38 +240,22 @@ class SessionCreation:
         await self.effects.settle(document)
         return document, True
 
-    async def _create_provisioned(
-        self,
-        session_id: str,
-        request: CreateSessionRequest,
-        config: Document,
-        user_id: str,
-        key: str | None,
-        fingerprint: str,
-        actor: str,
-    ) -> tuple[Document, bool]:
+    async def _create_provisioned(self, draft: Draft, labels: dict[str, str]) -> tuple[Document, bool]:
         """A session that is ``creating`` while its dedicated server is provisioned in the background."""
-        document = new_session(session_id, user_id, config, S.CREATING, None, actor, utcnow())
-        document.update({"idempotency_key": key, "request_fingerprint": fingerprint})
-        document["pending_transitions"] = [
-            transition_record(document, None, S.CREATING, "provisioning", actor)
-        ]
+        document = draft.document(S.CREATING, None, "provisioning")
         await self.store.sessions.insert(document)
         document.pop("_id", None)
         self.metrics.inc("sessions_created")
         await self.effects.settle(document)
-        task = asyncio.create_task(
-            self._provision(session_id, user_id, config, request.session_config.labels)
-        )
+        task = asyncio.create_task(self._provision(draft, labels))
         self._provisioning.add(task)
         task.add_done_callback(self._provisioning.discard)
         return document, True
 
-    async def _provision(
-        self, session_id: str, user_id: str, config: Document, labels: dict[str, str]
-    ) -> None:
+    async def _provision(self, draft: Draft, labels: dict[str, str]) -> None:
         """creating -> ready on the provisioned server, or -> error (with why) releasing what it held."""
         assert self.dedicated is not None
+        session_id, user_id, config = draft.session_id, draft.user_id, draft.config
         server_id: str | None = None
         timeout = self.settings.RDP_CONTROLLER_PROVISION_TIMEOUT
         try:

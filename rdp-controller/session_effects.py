@@ -60,17 +60,6 @@ class ConnectionCloser(Protocol):
     async def close(self, session_id: str, *, keep: str | None = None, why: str = "closed") -> None: ...
 
 
-class NoHooks:
-    async def on_transition(
-        self,
-        session: Document,
-        from_status: SessionStatus | None,
-        to_status: SessionStatus,
-        reason: str | None,
-    ) -> None:
-        return None
-
-
 def transition_record(
     document: Document,
     from_status: SessionStatus | None,
@@ -111,7 +100,7 @@ class TransitionEffects:
         self.servers = servers
         self.descriptors = descriptors
         self.metrics = metrics
-        self.hooks: LifecycleHooks = hooks or NoHooks()
+        self.hooks = hooks
         self.closer = closer
         self.grace_seconds = grace_seconds
 
@@ -163,7 +152,8 @@ class TransitionEffects:
             await self.coordination.publish_event({**transition, "at": transition["at"].isoformat()})
         except RedisError as exc:
             logger.warning("Event %s not published on the stream: %s", transition["event_id"], exc)
-        await self.hooks.on_transition(document, from_status, to_status, reason)
+        if self.hooks is not None:
+            await self.hooks.on_transition(document, from_status, to_status, reason)
 
     async def end_connections(self, session_id: str, *, why: str) -> None:
         """Close the session's relayed connection wherever it is, and revoke its unused tokens."""
