@@ -44,6 +44,7 @@ from tests.faults.harness import (
     ORPHAN_GRACE,
     RECONCILE_INTERVAL,
     SLOWEST_ALLOWED,
+    START_TIMEOUT,
     USER_LIMIT,
     USERS,
     Backends,
@@ -99,6 +100,8 @@ def tier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tier]:
     mongo: MongoClient[dict[str, Any]] = MongoClient(backends.mongodb_url, timeoutMS=5000)
     try:
         replicas.start()
+        # A replica answers /health 200 (degraded) before its bootstrap has synced the static servers.
+        replicas.processes[0].wait_for_health(timeout=START_TIMEOUT, want="healthy")
         servers = httpx.get(f"{replicas.urls()[0]}/api/v1/servers", headers=OPERATOR, timeout=10).json()
         (server_id,) = [s["server_id"] for s in servers["items"] if s["name"] == "fault-host"]
         yield Tier(backends, replicas, server_id, mongo)
