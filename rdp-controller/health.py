@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +49,7 @@ class HealthChecks:
         *,
         interval: float,
         backend_timeout: float,
+        after_round: Callable[[], None] | None = None,
     ):
         self.mongo = mongo
         self.redis = redis
@@ -59,6 +61,7 @@ class HealthChecks:
         self._latest: Checked | None = None
         self._have_result = asyncio.Event()
         self._rounds = 0
+        self.after_round = after_round  # the breaker states into the metrics (several workers)
 
     @property
     def rounds(self) -> int:
@@ -73,6 +76,8 @@ class HealthChecks:
         self._latest = Checked(mongodb, redis, integrations, time.monotonic())
         self._rounds += 1
         self._have_result.set()
+        if self.after_round is not None:
+            self.after_round()
 
     async def latest(self) -> Checked:
         """The last round's results; before the first one, waits for it (or runs one if no loop does)."""

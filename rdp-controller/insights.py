@@ -172,7 +172,10 @@ def prometheus_text(snapshot: Document, metrics: Metrics) -> bytes:
 
 
 class SnapshotGauges(Collector):
-    """The gauges of one ``Insights.snapshot``: sessions (all replicas), servers, leases, connections."""
+    """The gauges of one ``Insights.snapshot``: sessions (all replicas), servers, leases, connections.
+
+    ``rdp_controller_relay_connections`` is a gauge of ``Metrics`` (summed over the workers).
+    """
 
     def __init__(self, snapshot: Document):
         self.snapshot = snapshot
@@ -195,9 +198,4 @@ class SnapshotGauges(Collector):
             f"{p}_open_connections",
             "Client connections open (all replicas).",
             snapshot["connections"]["open"],
-        )
-        yield GaugeMetricFamily(
-            f"{p}_relay_connections",
-            "Client connections the answering worker relays now.",
-            snapshot["relay"]["connections"],
         )

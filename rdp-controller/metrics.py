@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import bisect
 import os
+import re
 import threading
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, disable_created_metrics, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics, generate_latest
 from prometheus_client import Histogram as PrometheusHistogram
+from prometheus_client import multiprocess as prometheus_multiprocess
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -36,6 +38,19 @@ LABEL_NAMES = {
     "relay_handshakes": "outcome",
     "relay_bytes": "direction",
 }
+
+
+# Gauges of one process that must read right over several: (label names, how workers combine).
+# ``live*``: only processes still running count (files of dead workers are dropped on read).
+GAUGES: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "relay_connections": ((), "livesum", "Client connections the relay holds now (every worker)."),
+    "peer_circuit_state": (
+        ("peer",),
+        "livemax",
+        "Circuit breaker of each peer, the worst over the workers: 0 closed, 1 half open, 2 open.",
+    ),
+}
+_LIVE_GAUGE_FILE = re.compile(r"^gauge_live[a-z]+_([0-9]+)\.db$")
 
 
 def multiprocess_dir() -> str | None:
@@ -116,6 +131,7 @@ class Metrics:
         self._lock = threading.Lock()
         self.registry = CollectorRegistry()
         self._counters: dict[str, Counter] = {}
+        self._gauges: dict[str, Gauge] = {}
         self.placement_latency = Timing(
             self, "placement_latency_seconds", "Time to choose a server and reserve a slot.", LATENCY_BUCKETS
         )
@@ -139,10 +155,39 @@ class Metrics:
     def inc(self, name: str, label: str = "", amount: int = 1) -> None:
         self._counter(name).labels(label).inc(amount)
 
+    def set_gauge(self, name: str, value: float, *labels: str) -> None:
+        """Set one of ``GAUGES`` (this process's value; reads combine the workers' values)."""
+        gauge = self._gauges.get(name)
+        if gauge is None:
+            with self._lock:
+                gauge = self._gauges.get(name)
+                if gauge is None:
+                    label_names, mode, help_text = GAUGES[name]
+                    gauge = Gauge(
+                        f"{PREFIX}_{name}",
+                        help_text,
+                        label_names,
+                        registry=self.registry,
+                        multiprocess_mode=mode,  # type: ignore[arg-type]
+                    )
+                    self._gauges[name] = gauge
+        (gauge.labels(*labels) if labels else gauge).set(value)
+
+    def gauge(self, name: str) -> dict[tuple[str, ...], float]:
+        """A gauge's values by label values, combined over the workers (empty before it is set)."""
+        found: dict[tuple[str, ...], float] = {}
+        label_names = GAUGES[name][0]
+        for metric in self.collect():
+            if metric.type == "gauge" and metric.name == f"{PREFIX}_{name}":
+                for sample in metric.samples:
+                    found[tuple(sample.labels.get(label, "") for label in label_names)] = sample.value
+        return found
+
     def collect(self) -> list[Metric]:
         """Every metric: this registry's, or with several workers every worker's (summed)."""
         path = multiprocess_dir()
         if path is not None:
+            _drop_dead_workers(path)
             collector = MultiProcessCollector(None, path=path)  # type: ignore[no-untyped-call]
             return list(collector.collect())  # type: ignore[no-untyped-call]
         return list(self.registry.collect())
@@ -174,3 +219,18 @@ class Metrics:
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
+
+
+def _drop_dead_workers(path: str) -> None:
+    """Forget the live gauges of worker processes that are gone (uvicorn restarts a dead worker)."""
+    for name in os.listdir(path):
+        found = _LIVE_GAUGE_FILE.match(name)
+        if found is None:
+            continue
+        pid = int(found.group(1))
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            prometheus_multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+        except PermissionError:
+            pass  # alive, another user's

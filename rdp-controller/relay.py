@@ -164,6 +164,7 @@ class RdpRelay:
                 f"RDP relay {self.error} (RDP_CONTROLLER_RELAY_PORT / RDP_CONTROLLER_RELAY_BIND; 0 = off)"
             ) from exc
         self.status = "listening"
+        self.metrics.set_gauge("relay_connections", 0)
         logger.info("RDP relay listening on %s:%s as %s", bind, self.port, self.relay_id)
 
     @property
@@ -212,7 +213,8 @@ class RdpRelay:
         durations = self.metrics.relay_durations.read()
         return {
             "enabled": self.status != "off",
-            "connections": len(open_connections),
+            # Every worker's (RDP_CONTROLLER_WORKERS); bytes of open connections: this worker's.
+            "connections": int(self.metrics.gauge("relay_connections").get((), len(open_connections))),
             "handshakes": {o.value: self.metrics.value("relay_handshakes", o.value) for o in Outcome},
             "bytes": {
                 "client_to_host": self.metrics.value("relay_bytes", "client_to_host")
@@ -300,6 +302,7 @@ class RdpRelay:
             abort=aborter(writer, host_writer),
         )
         self.connections.add(connection)
+        self.metrics.set_gauge("relay_connections", len(self.connections))
         # A newer connection takes the session over: the older one closes wherever it is.
         await quietly(
             self.connections.close(session_id, keep=connection.connection_id, why="replaced"), "close"
@@ -373,6 +376,7 @@ class RdpRelay:
             )
         finally:
             self.connections.remove(connection)
+            self.metrics.set_gauge("relay_connections", len(self.connections))
             seconds = time.monotonic() - connection.opened_at
             self.metrics.relay_durations.observe(seconds)
             self.metrics.inc("relay_bytes", "client_to_host", connection.bytes_in)

@@ -101,6 +101,7 @@ class Runtime:
             self.integrations,
             interval=settings.RDP_CONTROLLER_HEALTH_INTERVAL,
             backend_timeout=settings.BACKEND_TIMEOUT_SECONDS,
+            after_round=self.integration.record_circuits,
         )
         self.effects = TransitionEffects(
             self.store,

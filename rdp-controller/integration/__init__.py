@@ -30,6 +30,7 @@ from .lifecycle import RELEASE_DEDICATED, IntegrationHooks
 from .outbox import SERVER_MANAGER, Outbox
 from .service_base import (
     CircuitOpenError,
+    CircuitState,
     ServiceClientBase,
     ServiceError,
     ServiceNotFoundError,
@@ -55,6 +56,8 @@ __all__ = [
 ]
 
 OUTBOX_LOOP = "integration_outbox"
+# Breaker states by how bad they are (the ``peer_circuit_state`` gauge: the worst over the workers).
+CIRCUIT_LEVELS = (CircuitState.CLOSED, CircuitState.HALF_OPEN, CircuitState.OPEN)
 # Counters (``Metrics``) of this layer: labelled by peer, by source (stock|on_demand) or by reason.
 LABELLED_COUNTERS = (
     "outbox_enqueued",
@@ -112,17 +115,30 @@ class Integrations:
         """The ``integrations`` and ``warm_pool`` parts of ``/api/v1/metrics``.
 
         Outbox deliveries by status and warm-pool stock come from MongoDB (all replicas); circuit
-        states are this replica's. ``warm_pool`` is absent without rdp-server-manager.
+        states are this replica's (the worst of its worker processes'). ``warm_pool`` is absent
+        without rdp-server-manager.
         """
         snapshot: dict[str, Any] = {
             "integrations": {
                 "outbox": await self.outbox.counts(),
-                "circuits": self.manager.circuit_states(),
+                "circuits": self.circuits(),
             }
         }
         if self.warm_pool is not None:
             snapshot["warm_pool"] = await self.warm_pool.snapshot()
         return snapshot
+
+    def record_circuits(self) -> None:
+        """This process's breaker states into the ``peer_circuit_state`` gauge (each ``health`` round)."""
+        for peer, state in self.manager.circuit_states().items():
+            self.metrics.set_gauge("peer_circuit_state", CIRCUIT_LEVELS.index(CircuitState(state)), peer)
+
+    def circuits(self) -> dict[str, str]:
+        """Each created peer client's breaker state, the worst over the worker processes."""
+        self.record_circuits()
+        top = len(CIRCUIT_LEVELS) - 1
+        levels = self.metrics.gauge("peer_circuit_state")
+        return {peer: CIRCUIT_LEVELS[min(int(level), top)].value for (peer,), level in sorted(levels.items())}
 
     def counters(self) -> dict[str, int | dict[str, int]]:
         """This replica's integration counters, for the ``counters`` part of the metrics snapshot."""

@@ -88,6 +88,9 @@ def test_two_workers_share_the_relay_port_close_each_others_connections_and_sum_
             holders = set(sessions.values())
             assert len(holders) == WORKERS, sessions  # a relayed connection through each worker
             assert {int(holder.rsplit(":", 1)[1]) for holder in holders} == set(workers)
+            for _ in range(4):  # the relay's open connections: summed over the workers, whichever answers
+                relay = fresh_get(service.base_url, "/api/v1/metrics", OPERATOR).json()["relay"]
+                assert relay["connections"] == len(sessions)
 
             # Terminate every session over HTTP: each connection closes, whichever worker holds it.
             for session_id in sessions:
@@ -109,5 +112,6 @@ def test_two_workers_share_the_relay_port_close_each_others_connections_and_sum_
             text = fresh_get(service.base_url, "/metrics", {}).text
             found = re.search(r'^rdp_controller_sessions_created_total\{label=""\} ([0-9.]+)$', text, re.M)
             assert found is not None and float(found.group(1)) == created, text
+            assert re.search(r"^rdp_controller_relay_connections 0\.0$", text, re.M), text
         assert service.stop() == 0
     assert_clean_log(service.log_text())
