@@ -17,6 +17,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import AsyncMongoClient
@@ -24,10 +25,13 @@ from redis.asyncio import Redis
 
 from common.backends import BackendStatus, MongoDocument, ping_mongo, ping_redis
 
+from . import __version__
+from .config import RdpControllerSettings
 from .integration.integration_manager import HEALTH_TIMEOUT_SECONDS, IntegrationManager
 
 # A result this many rounds old (a round: the interval plus the longest check) is not trusted.
 STALE_ROUNDS = 3
+SERVICE_NAME = "rdp-controller"
 
 
 @dataclass(frozen=True)
@@ -111,3 +115,58 @@ class HealthChecks:
             else:
                 found[name] = {**result, "age_seconds": round(age, 3)}
         return found
+
+
+class HealthReport:
+    """The ``/health`` body (``health-schema.json``): the last checks, and this process's own state."""
+
+    def __init__(
+        self,
+        checks: HealthChecks,
+        settings: RdpControllerSettings,
+        *,
+        mongo_ready: asyncio.Event,
+        loops: Callable[[], dict[str, str]],
+        relay: Callable[[], dict[str, object]],
+    ):
+        self.checks = checks
+        self.settings = settings
+        self.mongo_ready = mongo_ready
+        self.loops = loops
+        self.relay = relay
+
+    async def build(self) -> tuple[dict[str, Any], int]:
+        """The body and its status: 503 without MongoDB, else 200 (healthy or degraded)."""
+        checks = self.checks
+        checked = await checks.latest()
+        age = time.monotonic() - checked.at
+        mongodb, redis = checks.backend(checked.mongodb, age), checks.backend(checked.redis, age)
+        integrations = checks.integrations_with_age(checked, age)
+        ready = self.mongo_ready.is_set()
+        if mongodb["status"] == "up":
+            mongodb["indexes"] = "ready" if ready else "pending"
+        troubled_peers = any(
+            peer["status"] in ("unhealthy", "circuit_open") for peer in integrations.values()
+        )
+        if mongodb["status"] != "up":
+            status = "unhealthy"
+        elif redis["status"] != "up" or not ready or troubled_peers:
+            status = "degraded"
+        else:
+            status = "healthy"
+        body: dict[str, Any] = {
+            "status": status,
+            "service": SERVICE_NAME,
+            "version": __version__,
+            "timestamp": datetime.now(UTC).isoformat(),
+            "environment": self.settings.LUCID_ENV,
+            "auth_enabled": self.settings.RDP_CONTROLLER_AUTH_ENABLED,
+            "components": {
+                "mongodb": mongodb,
+                "redis": redis,
+                "background": self.loops(),
+                "relay": self.relay(),
+            },
+            "integrations": integrations,
+        }
+        return body, 503 if status == "unhealthy" else 200

@@ -28,7 +28,7 @@ from .background import RECOVERABLE, Background
 from .config import RdpControllerSettings
 from .connection_manager import ConnectionManager
 from .descriptors import DescriptorIssuer
-from .health import HealthChecks
+from .health import HealthChecks, HealthReport
 from .health_monitor import HealthMonitor
 from .insights import Insights
 from .integration import build_integrations
@@ -140,6 +140,13 @@ class Runtime:
             self.redis,
             self.metrics,
             relay_id=f"{socket.gethostname()}:{os.getpid()}",
+        )
+        self.health_report = HealthReport(
+            self.health,
+            settings,
+            mongo_ready=self.mongo_ready,
+            loops=self.background.summary,
+            relay=self.relay.health,
         )
         self.pool = ServerPool(self.connections, self.sessions, self.store)
         self.health_monitor = HealthMonitor(

@@ -113,6 +113,10 @@ class SessionController:
     async def final_among(self, session_ids: list[str]) -> set[str]:
         return await self.store.sessions.final_among(session_ids)
 
+    async def connection_records(self, filters: Document, limit: int) -> list[Document]:
+        """The sessions' client connection records, newest first (operators and services only)."""
+        return await self.store.connections.page(filters, limit)
+
     async def events(self, session_id: str, *, owner: str | None, limit: int) -> list[Document]:
         await self.get(session_id, owner=owner)
         return await self.store.events.for_session(session_id, limit)

@@ -10,10 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from ..models import ID_PATTERN, MAX_LIST_LIMIT, StrictModel
-from ..runtime import Runtime
-from .deps import get_runtime, require_privileged
-
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+from .deps import ConnectionServices, require_privileged
 
 router = APIRouter(
     prefix="/api/v1/connections", tags=["connections"], dependencies=[Depends(require_privileged)]
@@ -26,7 +23,7 @@ class RedeemRequest(StrictModel):
 
 @router.get("")
 async def list_connections(
-    runtime: RuntimeDep,
+    services: ConnectionServices,
     session_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
     server_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
     open_only: bool = False,
@@ -39,24 +36,23 @@ async def list_connections(
         filters["server_id"] = server_id
     if open_only:
         filters["closed_at"] = None
-    documents = await runtime.store.connections.page(filters, limit)
+    documents = await services.sessions.connection_records(filters, limit)
     return JSONResponse({"items": jsonable_encoder(documents)})
 
 
 @router.get("/health")
-async def pool_health(runtime: RuntimeDep) -> JSONResponse:
+async def pool_health(services: ConnectionServices) -> JSONResponse:
     """Servers by state and the reachability of their last probes; ``monitor`` is this replica's loop."""
-    monitor = runtime.background.states.get("health_monitor")
-    body = await runtime.health_monitor.pool_health(monitor.status if monitor is not None else None)
+    body = await services.monitor.pool_health(services.monitor_loop)
     return JSONResponse(body)
 
 
 @router.get("/metrics")
-async def connection_metrics(runtime: RuntimeDep) -> JSONResponse:
-    return JSONResponse(jsonable_encoder(await runtime.health_monitor.connection_metrics()))
+async def connection_metrics(services: ConnectionServices) -> JSONResponse:
+    return JSONResponse(jsonable_encoder(await services.monitor.connection_metrics()))
 
 
 @router.post("/redeem")
-async def redeem_token(request: RedeemRequest, runtime: RuntimeDep) -> JSONResponse:
+async def redeem_token(request: RedeemRequest, services: ConnectionServices) -> JSONResponse:
     """Exchange a one-time connection token (from connect) for its session; works once."""
-    return JSONResponse(jsonable_encoder(await runtime.connection_tokens.redeem(request.token)))
+    return JSONResponse(jsonable_encoder(await services.tokens.redeem(request.token)))

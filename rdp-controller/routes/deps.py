@@ -1,14 +1,36 @@
-"""Small ``Depends`` functions: they read app state and the request, nothing else."""
+"""What routes get from the running service: ``Annotated`` aliases of small ``Depends`` functions.
+
+Routes see the caller (``Caller``, ``Operator``, ``Privileged``) and the services they call
+(``SessionServices``, ``ServerServices``, ``ConnectionServices``), never the ``Runtime``: these
+functions read it from app state, and nothing else.
+"""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+from typing import Annotated
+
 from fastapi import Depends, Request
 
-from common.errors import Forbidden, Unauthorized
+from common.errors import Forbidden, Unauthorized, ValidationFailed
+from security.connection_tokens import ConnectionTokenStore
 from security.jwt_auth import parse_bearer
 from security.principals import ANONYMOUS_DEV, Principal
 
+from ..connection_manager import ConnectionManager
+from ..health import HealthReport
+from ..health_monitor import HealthMonitor
+from ..insights import Insights
+from ..metrics import Metrics
+from ..models import USER_ID_PATTERN
 from ..runtime import Runtime
+from ..schema_validator import SchemaValidator
+from ..server_pool import ServerPool
+from ..session_controller import SessionController
+from ..session_creation import SessionCreation
+
+USER_ID_RE = re.compile(USER_ID_PATTERN)
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -51,3 +73,76 @@ async def require_privileged(principal: Principal = Depends(get_principal)) -> P
 def owner_of(principal: Principal) -> str | None:
     """The user whose sessions this principal may see; None means every user's."""
     return None if principal.is_privileged else principal.subject
+
+
+def creator_of(principal: Principal, requested: str | None) -> str:
+    """The user a create is for: a user creates for itself; a service or operator names the user."""
+    if principal.is_privileged:
+        if requested is None:
+            raise ValidationFailed(
+                "user_id: required when a service or operator creates", details={"field": "user_id"}
+            )
+        return requested
+    if requested not in (None, principal.subject):
+        raise Forbidden("user_id: a user creates sessions for itself only", details={"field": "user_id"})
+    if not USER_ID_RE.fullmatch(principal.subject):
+        raise ValidationFailed(
+            "user_id: the token subject is not a valid user id", details={"field": "user_id"}
+        )
+    return principal.subject
+
+
+@dataclass(frozen=True, slots=True)
+class Sessions:
+    sessions: SessionController
+    creation: SessionCreation
+    insights: Insights
+    schemas: SchemaValidator
+
+
+@dataclass(frozen=True, slots=True)
+class Servers:
+    servers: ConnectionManager
+    pool: ServerPool
+    monitor: HealthMonitor
+
+
+@dataclass(frozen=True, slots=True)
+class Connections:
+    sessions: SessionController
+    tokens: ConnectionTokenStore
+    monitor: HealthMonitor
+    monitor_loop: str | None  # this replica's health-monitor loop: leader, standby, ...
+
+
+@dataclass(frozen=True, slots=True)
+class System:
+    health: HealthReport
+    insights: Insights
+    metrics: Metrics
+    schemas: SchemaValidator
+
+
+async def get_sessions(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Sessions:
+    return Sessions(runtime.sessions, runtime.creation, runtime.insights, runtime.schemas)
+
+
+async def get_servers(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Servers:
+    return Servers(runtime.connections, runtime.pool, runtime.health_monitor)
+
+
+async def get_connections(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Connections:
+    loop = runtime.background.states.get("health_monitor")
+    status = loop.status if loop is not None else None
+    return Connections(runtime.sessions, runtime.connection_tokens, runtime.health_monitor, status)
+
+
+async def get_system(runtime: Annotated[Runtime, Depends(get_runtime)]) -> System:
+    return System(runtime.health_report, runtime.insights, runtime.metrics, runtime.schemas)
+
+
+Caller = Annotated[Principal, Depends(get_principal)]
+SessionServices = Annotated[Sessions, Depends(get_sessions)]
+ServerServices = Annotated[Servers, Depends(get_servers)]
+ConnectionServices = Annotated[Connections, Depends(get_connections)]
+SystemServices = Annotated[System, Depends(get_system)]

@@ -10,10 +10,7 @@ from fastapi.responses import JSONResponse
 
 from ..connection_manager import ServerCreate, ServerUpdate
 from ..models import ID_PATTERN
-from ..runtime import Runtime
-from .deps import get_runtime, require_operator
-
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+from .deps import ServerServices, require_operator
 
 router = APIRouter(prefix="/api/v1/servers", tags=["servers"], dependencies=[Depends(require_operator)])
 
@@ -26,36 +23,38 @@ def server_body(document: dict[str, Any]) -> dict[str, Any]:
 
 
 @router.post("", status_code=201)
-async def register_server(request: ServerCreate, runtime: RuntimeDep) -> JSONResponse:
-    return JSONResponse(server_body(await runtime.connections.register(request)), status_code=201)
+async def register_server(request: ServerCreate, services: ServerServices) -> JSONResponse:
+    return JSONResponse(server_body(await services.servers.register(request)), status_code=201)
 
 
 @router.get("")
-async def list_servers(runtime: RuntimeDep) -> JSONResponse:
-    return JSONResponse({"items": [server_body(s) for s in await runtime.connections.list()]})
+async def list_servers(services: ServerServices) -> JSONResponse:
+    return JSONResponse({"items": [server_body(s) for s in await services.servers.list()]})
 
 
 @router.get("/{server_id}")
-async def get_server(server_id: ServerIdPath, runtime: RuntimeDep) -> JSONResponse:
-    return JSONResponse(server_body(await runtime.connections.get(server_id)))
+async def get_server(server_id: ServerIdPath, services: ServerServices) -> JSONResponse:
+    return JSONResponse(server_body(await services.servers.get(server_id)))
 
 
 @router.patch("/{server_id}")
-async def update_server(server_id: ServerIdPath, request: ServerUpdate, runtime: RuntimeDep) -> JSONResponse:
-    return JSONResponse(server_body(await runtime.connections.update(server_id, request)))
+async def update_server(
+    server_id: ServerIdPath, request: ServerUpdate, services: ServerServices
+) -> JSONResponse:
+    return JSONResponse(server_body(await services.servers.update(server_id, request)))
 
 
 @router.delete("/{server_id}")
 async def remove_server(
     server_id: ServerIdPath,
-    runtime: RuntimeDep,
+    services: ServerServices,
     force: Annotated[bool, Query(description="Terminate live sessions (reason server_removed)")] = False,
 ) -> JSONResponse:
-    terminated = await runtime.pool.remove_server(server_id, force=force)
+    terminated = await services.pool.remove_server(server_id, force=force)
     return JSONResponse({"server_id": server_id, "removed": True, "terminated_sessions": terminated})
 
 
 @router.post("/{server_id}/probe")
-async def probe_server(server_id: ServerIdPath, runtime: RuntimeDep) -> JSONResponse:
+async def probe_server(server_id: ServerIdPath, services: ServerServices) -> JSONResponse:
     """Probe now with the RDP protocol; the result is also stored on the server (``last_probe``)."""
-    return JSONResponse(jsonable_encoder(await runtime.health_monitor.probe_server(server_id)))
+    return JSONResponse(jsonable_encoder(await services.monitor.probe_server(server_id)))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Body, Header, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 
-from common.errors import Forbidden, ValidationFailed
+from common.errors import ValidationFailed
 from security.principals import Principal
 
 from ..models import (
@@ -23,8 +23,8 @@ from ..models import (
     StatusUpdateRequest,
     TerminationReason,
 )
-from ..runtime import Runtime
-from .deps import get_principal, get_runtime, owner_of
+from ..schema_validator import SchemaValidator
+from .deps import Caller, SessionServices, creator_of, owner_of
 
 router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
 
@@ -33,11 +33,13 @@ SessionIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="Session id 
 Document = dict[str, Any]
 
 
-def session_body(runtime: Runtime, document: Document, status_code: int = 200, **extra: Any) -> JSONResponse:
+def session_body(
+    schemas: SchemaValidator, document: Document, status_code: int = 200, **extra: Any
+) -> JSONResponse:
     body = Session.from_document(document, **extra).model_dump(mode="json", exclude_none=False)
     if body.get("reconnected") is None:
         body.pop("reconnected")
-    runtime.schemas.check_response("session", body, definition="Session")
+    schemas.check_response("session", body, definition="Session")
     return JSONResponse(body, status_code=status_code)
 
 
@@ -48,8 +50,8 @@ def actor_of(principal: Principal) -> str:
 @router.post("", status_code=201)
 async def create_session(
     request: CreateSessionRequest,
-    runtime: Runtime = Depends(get_runtime),
-    principal: Principal = Depends(get_principal),
+    services: SessionServices,
+    principal: Caller,
     idempotency_key: str | None = Header(default=None, alias="Idempotency-Key"),
 ) -> JSONResponse:
     if idempotency_key is not None and not IDEMPOTENCY_KEY_RE.fullmatch(idempotency_key):
@@ -57,32 +59,19 @@ async def create_session(
             "Idempotency-Key: 1 to 128 characters of A-Z a-z 0-9 _ . : -",
             details={"field": "Idempotency-Key"},
         )
-    if principal.is_privileged:
-        if request.user_id is None:
-            raise ValidationFailed(
-                "user_id: required when a service or operator creates", details={"field": "user_id"}
-            )
-        user_id = request.user_id
-    else:
-        if request.user_id not in (None, principal.subject):
-            raise Forbidden("user_id: a user creates sessions for itself only", details={"field": "user_id"})
-        user_id = principal.subject
-    if not re.fullmatch(USER_ID_PATTERN, user_id):
-        raise ValidationFailed(
-            "user_id: the token subject is not a valid user id", details={"field": "user_id"}
-        )
-    document, created = await runtime.creation.create(
+    user_id = creator_of(principal, request.user_id)
+    document, created = await services.creation.create(
         request, user_id=user_id, idempotency_key=idempotency_key, actor=actor_of(principal)
     )
     # 202: on a dedicated server still being provisioned, the session is "creating" (then ready or error).
     status_code = (202 if document["status"] == SessionStatus.CREATING.value else 201) if created else 200
-    return session_body(runtime, document, status_code, reconnected=document.get("reconnected"))
+    return session_body(services.schemas, document, status_code, reconnected=document.get("reconnected"))
 
 
 @router.get("")
 async def list_sessions(
-    runtime: Runtime = Depends(get_runtime),
-    principal: Principal = Depends(get_principal),
+    services: SessionServices,
+    principal: Caller,
     user_id: Annotated[str | None, Query(pattern=USER_ID_PATTERN)] = None,
     status: SessionStatus | None = None,
     server_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
@@ -97,62 +86,62 @@ async def list_sessions(
         "status": status.value if status else None,
         "server_id": server_id,
     }
-    documents, following = await runtime.sessions.page(filters=filters, limit=limit, cursor=cursor)
+    documents, following = await services.sessions.page(filters=filters, limit=limit, cursor=cursor)
     body = {
         "items": [
             Session.from_document(d).model_dump(mode="json", exclude={"reconnected"}) for d in documents
         ],
         "next_cursor": following,
     }
-    runtime.schemas.check_response("session", body, definition="SessionPage")
+    services.schemas.check_response("session", body, definition="SessionPage")
     return JSONResponse(body)
 
 
 @router.get("/{session_id}")
 async def get_session(
     session_id: SessionIdPath,
-    runtime: Runtime = Depends(get_runtime),
-    principal: Principal = Depends(get_principal),
+    services: SessionServices,
+    principal: Caller,
 ) -> JSONResponse:
-    return session_body(runtime, await runtime.sessions.get(session_id, owner=owner_of(principal)))
+    return session_body(services.schemas, await services.sessions.get(session_id, owner=owner_of(principal)))
 
 
 @router.delete("/{session_id}")
 async def terminate_session(
     session_id: SessionIdPath,
-    runtime: Runtime = Depends(get_runtime),
-    principal: Principal = Depends(get_principal),
+    services: SessionServices,
+    principal: Caller,
 ) -> JSONResponse:
     reason = TerminationReason.USER_REQUEST if owner_of(principal) else TerminationReason.ADMIN
-    document = await runtime.sessions.terminate(
+    document = await services.sessions.terminate(
         session_id, owner=owner_of(principal), reason=reason, actor=actor_of(principal)
     )
-    return session_body(runtime, document)
+    return session_body(services.schemas, document)
 
 
 @router.post("/{session_id}/connect")
 async def connect_session(
     session_id: SessionIdPath,
     request: Request,
-    runtime: Runtime = Depends(get_runtime),
-    principal: Principal = Depends(get_principal),
+    services: SessionServices,
+    principal: Caller,
 ) -> JSONResponse:
     client = request.client.host if request.client else None
-    descriptor = await runtime.sessions.connect(
+    descriptor = await services.sessions.connect(
         session_id, owner=owner_of(principal), actor=actor_of(principal), client_address=client
     )
     body = descriptor.model_dump(mode="json")
-    runtime.schemas.check_response("session", body, definition="ConnectionDescriptor")
+    services.schemas.check_response("session", body, definition="ConnectionDescriptor")
     return JSONResponse(body)
 
 
 @router.get("/{session_id}/rdp", response_class=Response)
 async def download_rdp_file(
     session_id: SessionIdPath,
-    runtime: Runtime = Depends(get_runtime),
-    principal: Principal = Depends(get_principal),
+    services: SessionServices,
+    principal: Caller,
 ) -> Response:
-    content = await runtime.sessions.rdp_file(session_id, owner=owner_of(principal))
+    content = await services.sessions.rdp_file(session_id, owner=owner_of(principal))
     return Response(
         content,
         media_type="application/x-rdp",
@@ -163,91 +152,91 @@ async def download_rdp_file(
 @router.post("/{session_id}/disconnect")
 async def disconnect_session(
     session_id: SessionIdPath,
-    runtime: Runtime = Depends(get_runtime),
-    principal: Principal = Depends(get_principal),
+    services: SessionServices,
+    principal: Caller,
 ) -> JSONResponse:
-    document = await runtime.sessions.disconnect(
+    document = await services.sessions.disconnect(
         session_id, owner=owner_of(principal), actor=actor_of(principal)
     )
-    return session_body(runtime, document)
+    return session_body(services.schemas, document)
 
 
 @router.post("/{session_id}/reconnect")
 async def reconnect_session(
     session_id: SessionIdPath,
-    runtime: Runtime = Depends(get_runtime),
-    principal: Principal = Depends(get_principal),
+    services: SessionServices,
+    principal: Caller,
 ) -> JSONResponse:
-    descriptor = await runtime.sessions.reconnect_with_descriptor(
+    descriptor = await services.sessions.reconnect_with_descriptor(
         session_id, owner=owner_of(principal), actor=actor_of(principal)
     )
     body = descriptor.model_dump(mode="json")
-    runtime.schemas.check_response("session", body, definition="ConnectionDescriptor")
+    services.schemas.check_response("session", body, definition="ConnectionDescriptor")
     return JSONResponse(body)
 
 
 @router.post("/{session_id}/activity")
 async def record_activity(
     session_id: SessionIdPath,
-    runtime: Runtime = Depends(get_runtime),
-    principal: Principal = Depends(get_principal),
+    services: SessionServices,
+    principal: Caller,
     activity: Annotated[ActivityRequest | None, Body()] = None,
 ) -> JSONResponse:
     activity = activity or ActivityRequest()
-    document = await runtime.sessions.record_activity(
+    document = await services.sessions.record_activity(
         session_id,
         owner=owner_of(principal),
         actor=actor_of(principal),
         bytes_in=activity.bytes_in,
         bytes_out=activity.bytes_out,
     )
-    return session_body(runtime, document)
+    return session_body(services.schemas, document)
 
 
 @router.put("/{session_id}/status")
 async def update_status(
     session_id: SessionIdPath,
     update: StatusUpdateRequest,
-    runtime: Runtime = Depends(get_runtime),
-    principal: Principal = Depends(get_principal),
+    services: SessionServices,
+    principal: Caller,
 ) -> JSONResponse:
-    document = await runtime.sessions.update_status(
+    document = await services.sessions.update_status(
         session_id, update.status, owner=owner_of(principal), reason=update.reason, actor=actor_of(principal)
     )
-    return session_body(runtime, document)
+    return session_body(services.schemas, document)
 
 
 @router.get("/{session_id}/events")
 async def session_events(
     session_id: SessionIdPath,
-    runtime: Runtime = Depends(get_runtime),
-    principal: Principal = Depends(get_principal),
+    services: SessionServices,
+    principal: Caller,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> JSONResponse:
-    events = await runtime.sessions.events(session_id, owner=owner_of(principal), limit=limit)
+    events = await services.sessions.events(session_id, owner=owner_of(principal), limit=limit)
     hidden = ("seq", "user_id", "server_id")
     body = jsonable_encoder({"items": [{k: v for k, v in e.items() if k not in hidden} for e in events]})
-    runtime.schemas.check_response("session", body, definition="SessionEventList")
+    services.schemas.check_response("session", body, definition="SessionEventList")
     return JSONResponse(body)
 
 
 @router.get("/{session_id}/metrics")
 async def session_metrics(
     session_id: SessionIdPath,
-    runtime: Runtime = Depends(get_runtime),
-    principal: Principal = Depends(get_principal),
+    services: SessionServices,
+    principal: Caller,
 ) -> JSONResponse:
-    body = await runtime.insights.session_metrics(session_id, owner=owner_of(principal))
-    runtime.schemas.check_response("session", body, definition="SessionMetrics")
+    body = await services.insights.session_metrics(session_id, owner=owner_of(principal))
+    services.schemas.check_response("session", body, definition="SessionMetrics")
     return JSONResponse(body)
 
 
 @router.get("/{session_id}/health")
 async def session_health(
     session_id: SessionIdPath,
-    runtime: Runtime = Depends(get_runtime),
-    principal: Principal = Depends(get_principal),
+    services: SessionServices,
+    principal: Caller,
 ) -> JSONResponse:
-    body = await runtime.insights.session_health(session_id, owner=owner_of(principal))
-    runtime.schemas.check_response("session", body, definition="SessionHealth")
+    body = await services.insights.session_health(session_id, owner=owner_of(principal))
+    services.schemas.check_response("session", body, definition="SessionHealth")
     return JSONResponse(body)

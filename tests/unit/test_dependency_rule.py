@@ -83,10 +83,14 @@ def test_nothing_lower_imports_higher() -> None:
     assert broken == [], "\n".join(broken)
 
 
-def test_routes_call_services_not_repositories() -> None:
+def test_routes_call_services_not_repositories_nor_the_runtime() -> None:
+    """Routes get their services through routes/deps.py's aliases; only deps.py reads the runtime."""
     for path in sorted((ROOT / "rdp-controller" / "routes").glob("*.py")):
         module = module_name(path)
-        reaching = sorted(t for t in imported(path, module) if t.startswith("rdp_controller.storage"))
+        forbidden = ("rdp_controller.storage",) + (
+            () if path.name == "deps.py" else ("rdp_controller.runtime",)
+        )
+        reaching = sorted(t for t in imported(path, module) if t.startswith(forbidden))
         assert reaching == [], f"{module} imports {reaching}"
 
 
