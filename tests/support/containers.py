@@ -211,11 +211,13 @@ def _apt_sources_text() -> str:
     )
 
 
-def _import_rootfs(engine: Engine, rootfs: Path, image: str, changes: list[str]) -> None:
+def _import_rootfs(
+    engine: Engine, rootfs: Path, image: str, changes: list[str], arch: str | None = None
+) -> None:
     tar = subprocess.run(
         ["tar", "--numeric-owner", "-C", str(rootfs), "-c", "."], capture_output=True, check=True
     )
-    args = ["import"]
+    args = ["import", *(["--arch", arch] if arch else [])]
     for change in changes:
         args += ["--change", change]
     engine.run(*args, "-", image, input_bytes=tar.stdout, timeout=900)
@@ -225,7 +227,35 @@ def _privileged(cmd: list[str], **kwargs: Any) -> None:
     subprocess.run(cmd, check=True, capture_output=True, timeout=1800, **kwargs)
 
 
-def build_builder_standin(engine: Engine, work: Path) -> str:
+def _apt_download(packages: tuple[str, ...], target: Path, arch: str | None = None) -> None:
+    """``apt-get download`` the packages into ``target``: the host's own architecture, or ``arch``
+    through a private apt state (its own lists and cache) that leaves the host's apt as it is."""
+    if arch is None:
+        _privileged(["apt-get", "download", *packages], cwd=target)
+        return
+    state = target.parent / f"apt-{arch}"
+    for sub in ("lists/partial", "cache/archives/partial", "sources.list.d"):
+        (state / sub).mkdir(parents=True, exist_ok=True)
+    (state / "sources.list").write_text(_apt_sources_text(), encoding="utf-8")
+    options: list[str] = []
+    for key, value in (
+        ("APT::Architecture", arch),
+        ("APT::Architectures", arch),
+        ("APT::Sandbox::User", "root"),
+        ("Dir::Etc::SourceList", str(state / "sources.list")),
+        ("Dir::Etc::SourceParts", str(state / "sources.list.d")),
+        ("Dir::State::Lists", str(state / "lists")),
+        ("Dir::Cache", str(state / "cache")),
+        ("Dir::State::status", "/dev/null"),
+    ):
+        options += ["-o", f"{key}={value}"]
+    _privileged(["apt-get", *options, "update"])
+    _privileged(["apt-get", *options, "download", *packages], cwd=target)
+
+
+def build_builder_standin(engine: Engine, work: Path, arch: str | None = None) -> str:
+    """The builder stand-in for the host's architecture, or for ``arch`` (a Debian name such as
+    ``arm64``: debootstrap then runs the new root's programs under QEMU through binfmt_misc)."""
     if shutil.which("debootstrap") is None:
         raise EngineError("debootstrap is missing (apt-get install debootstrap)")
     rootfs = work / "builder-rootfs"
@@ -234,6 +264,7 @@ def build_builder_standin(engine: Engine, work: Path) -> str:
         [
             "debootstrap",
             "--variant=minbase",
+            *([f"--arch={arch}"] if arch else []),
             "--include=python3,python3-pip,python3-venv,ca-certificates",
             "bookworm",
             str(rootfs),
@@ -256,18 +287,20 @@ def build_builder_standin(engine: Engine, work: Path) -> str:
             "ENV LANG=C.UTF-8",
             'CMD ["python3"]',
             f"LABEL {STANDIN_LABEL}=debootstrap-bookworm-minbase+python3.11+pip",
-            f"LABEL {RECIPE_LABEL}={recipe(BUILDER_IMAGE)}",
+            f"LABEL {RECIPE_LABEL}={recipe(BUILDER_IMAGE, arch)}",
         ],
+        arch,
     )
     return "Debian 12 minbase (debootstrap) with Debian's python3.11, pip and venv"
 
 
-def build_runtime_standin(engine: Engine, work: Path) -> str:
+def build_runtime_standin(engine: Engine, work: Path, arch: str | None = None) -> str:
+    """The runtime stand-in for the host's architecture, or for ``arch`` (``arm64``: its packages)."""
     debs = work / "runtime-debs"
     rootfs = work / "runtime-rootfs"
     debs.mkdir()
     rootfs.mkdir()
-    _privileged(["apt-get", "download", *RUNTIME_PACKAGES], cwd=debs)
+    _apt_download(RUNTIME_PACKAGES, debs, arch)
     for deb in sorted(debs.glob("*.deb")):
         _privileged(["dpkg-deb", "-x", str(deb), str(rootfs)])
     for shell in ("bin/sh", "bin/bash", "bin/dash", "usr/bin/sh", "usr/bin/bash", "usr/bin/dash"):
@@ -299,8 +332,9 @@ def build_runtime_standin(engine: Engine, work: Path) -> str:
             "ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt",
             'ENTRYPOINT ["/usr/bin/python3.11"]',
             f"LABEL {STANDIN_LABEL}=debian12-debs-unpacked-no-shell",
-            f"LABEL {RECIPE_LABEL}={recipe(RUNTIME_IMAGE)}",
+            f"LABEL {RECIPE_LABEL}={recipe(RUNTIME_IMAGE, arch)}",
         ],
+        arch,
     )
     return (
         f"{len(RUNTIME_PACKAGES)} Debian 12 packages (python3.11-minimal, libpython3.11-stdlib, libc6, "
@@ -451,15 +485,17 @@ STANDINS: list[tuple[str, Callable[[Engine, Path], str]]] = [
 ]
 
 
-def recipe(image: str) -> str:
-    """A digest of what makes a stand-in: a changed recipe rebuilds the cached image."""
+def recipe(image: str, arch: str | None = None) -> str:
+    """A digest of what makes a stand-in: a changed recipe rebuilds the cached image. (``arch``:
+    a foreign-architecture stand-in's; the host's own recipes do not name their architecture.)"""
     parts = {
         BUILDER_IMAGE: _apt_sources_text() + "python3,python3-pip,python3-venv,ca-certificates",
         RUNTIME_IMAGE: " ".join(RUNTIME_PACKAGES),
         REDIS_IMAGE: REDIS_ENTRYPOINT,
         MONGO_IMAGE: MONGO_ENTRYPOINT + MONGOSH,
     }
-    return hashlib.sha256(parts[image].encode()).hexdigest()[:16]
+    text = parts[image] + (f" arch={arch}" if arch else "")
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def ensure_images(engine: Engine, timings: Timings) -> dict[str, str]:
