@@ -13,8 +13,8 @@ from typing import Any
 from protocol.rdpfile import AudioMode, render_rdp_file
 from security.connection_tokens import ConnectionTokenStore
 
-from .connection_manager import ConnectionManager
 from .models import ConnectionDescriptor, ConnectionMode
+from .server_registry import ServerRegistry
 
 Document = dict[str, Any]
 
@@ -42,19 +42,19 @@ class DescriptorIssuer:
     def __init__(
         self,
         tokens: ConnectionTokenStore,
-        connections: ConnectionManager,
+        servers: ServerRegistry,
         *,
         token_ttl: int,
         relay_address: tuple[str, int] | None,
     ):
         self.tokens = tokens
-        self.connections = connections
+        self.servers = servers
         self.token_ttl = token_ttl
         self.relay_address = relay_address
         self.mode = ConnectionMode.RELAY if relay_address else ConnectionMode.DIRECT
 
     async def issue(self, session: Document) -> ConnectionDescriptor:
-        server = await self.connections.get_document(session["server_id"])
+        server = await self.servers.get_document(session["server_id"])
         payload = {
             "connection_id": session["connection_id"],
             "server_id": server["server_id"],
@@ -80,7 +80,7 @@ class DescriptorIssuer:
         """The ``.rdp`` file: in relay mode with a fresh token (there is no path around the relay)."""
         if self.relay_address:
             return (await self.issue(session)).rdp_file
-        server = await self.connections.get_document(session["server_id"])
+        server = await self.servers.get_document(session["server_id"])
         return rdp_file_for(session, server["address"], server["port"], token=None)
 
     async def revoke(self, session_id: str) -> int:

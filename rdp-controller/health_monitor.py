@@ -59,10 +59,10 @@ from common.errors import LucidError
 from protocol.probe import ProbeResult, probe
 
 from .config import RdpControllerSettings
-from .connection_manager import ConnectionManager, health_state_of
 from .metrics import Metrics
 from .models import ServerState, TerminationReason
 from .server_pool import ServerPool
+from .server_registry import ServerRegistry, health_state_of
 from .storage.mongo import MongoStore, utcnow
 
 logger = logging.getLogger(__name__)
@@ -250,7 +250,7 @@ class HealthMonitor:
 
     def __init__(
         self,
-        connections: ConnectionManager,
+        servers: ServerRegistry,
         sessions_pool: ServerPool,
         store: MongoStore,
         settings: RdpControllerSettings,
@@ -259,7 +259,7 @@ class HealthMonitor:
         prober: Prober = probe,
         unhealthy_grace_seconds: float | None = None,
     ):
-        self.connections = connections
+        self.servers = servers
         self.pool = sessions_pool
         self.settings = settings
         self.metrics = metrics
@@ -275,7 +275,7 @@ class HealthMonitor:
 
     async def probe_server(self, server_id: str) -> dict[str, Any]:
         """Probe one server now (any state, disabled included), record it, return the ProbeResult."""
-        server = await self.connections.get_document(server_id)
+        server = await self.servers.get_document(server_id)
         result = await self._probe(server["address"], int(server["port"]))
         await self.record(server_id, result)
         return result.to_document()
@@ -395,7 +395,7 @@ class HealthMonitor:
 
     async def connection_metrics(self) -> dict[str, Any]:
         """The ConnectionMetrics view: open connections, capacity, leases, last probe latency per server."""
-        servers = await self.connections.list()
+        servers = await self.servers.list()
         capacity = sum(int(server["capacity"]) for server in servers)
         leases = sum(int(server["live_sessions"]) for server in servers)
         return {

@@ -12,7 +12,6 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from . import __version__
-from .connection_manager import ConnectionManager
 from .integration import Integrations
 from .integration.rdp_monitor_client import RdpMonitorClient
 from .integration.service_base import ServiceError
@@ -20,6 +19,7 @@ from .metrics import Metrics
 from .models import FINAL_STATUSES, LIVE_STATUSES, ServerState, SessionStatus, TerminationReason
 from .relay import RdpRelay
 from .schema_validator import SchemaValidator
+from .server_registry import ServerRegistry
 from .session_controller import SessionController
 from .session_states import Document
 from .storage.mongo import MongoStore, utcnow
@@ -42,7 +42,7 @@ class Insights:
         self,
         store: MongoStore,
         sessions: SessionController,
-        connections: ConnectionManager,
+        servers: ServerRegistry,
         metrics: Metrics,
         schemas: SchemaValidator,
         *,
@@ -51,7 +51,7 @@ class Insights:
     ):
         self.store = store
         self.sessions = sessions
-        self.connections = connections
+        self.servers = servers
         self.metrics = metrics
         self.schemas = schemas
         self.peer_timeout = peer_timeout
@@ -116,7 +116,7 @@ class Insights:
 
     async def snapshot(self) -> Document:
         by_status = await self.store.sessions.counts_by_status()
-        servers = await self.connections.list()
+        servers = await self.servers.list()
         by_state = {state.value: 0 for state in ServerState}
         for server in servers:
             by_state[server["state"]] = by_state.get(server["state"], 0) + 1

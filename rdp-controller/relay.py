@@ -42,9 +42,9 @@ from protocol.x224 import encode_connection_confirm
 from security.connection_tokens import ConnectionTokenStore
 
 from .config import RdpControllerSettings
+from .connection_manager import ConnectionManager, RelayedConnection
 from .metrics import Metrics
 from .models import SessionStatus
-from .relayed_connections import RelayedConnection, RelayedConnections
 from .session_controller import SessionController
 from .session_states import Document
 from .session_wire import SessionWire
@@ -122,7 +122,7 @@ class RdpRelay:
         sessions: SessionController,
         wire: SessionWire,
         tokens: ConnectionTokenStore,
-        connections: RelayedConnections,
+        connections: ConnectionManager,
         redis: Redis,
         metrics: Metrics,
         *,

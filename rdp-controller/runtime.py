@@ -34,9 +34,9 @@ from .insights import Insights
 from .integration import build_integrations
 from .metrics import Metrics
 from .relay import RdpRelay
-from .relayed_connections import RelayedConnections
 from .schema_validator import SchemaValidator
 from .server_pool import ServerPool
+from .server_registry import ServerRegistry
 from .session_controller import SessionController
 from .session_creation import SessionCreation
 from .session_effects import TransitionEffects
@@ -81,18 +81,18 @@ class Runtime:
             self.redis, settings.RDP_CONTROLLER_RATE_LIMIT_PER_MINUTE, key_prefix=f"{prefix}:rate:"
         )
         self.connection_tokens = ConnectionTokenStore(self.redis, key_prefix=f"{prefix}:conntoken:")
-        self.connections = ConnectionManager(self.store, self.coordination, settings, self.metrics)
+        self.servers = ServerRegistry(self.store, self.coordination, settings, self.metrics)
         self.descriptors = DescriptorIssuer(
             self.connection_tokens,
-            self.connections,
+            self.servers,
             token_ttl=settings.RDP_CONTROLLER_CONNECTION_TOKEN_TTL,
             relay_address=settings.relay_public_address if settings.relay_enabled else None,
         )
-        self.relayed = RelayedConnections(self.redis, channel=f"{prefix}:relay:close")
+        self.connection_manager = ConnectionManager(self.redis, channel=f"{prefix}:relay:close")
         self.background = Background(self.coordination)
         self.mongo_ready = asyncio.Event()
         self.integration = build_integrations(
-            settings, self.store, self.connections, self.background, self.mongo_ready, self.metrics
+            settings, self.store, self.servers, self.background, self.mongo_ready, self.metrics
         )
         self.integrations = self.integration.manager
         self.health = HealthChecks(
@@ -106,17 +106,17 @@ class Runtime:
         self.effects = TransitionEffects(
             self.store,
             self.coordination,
-            self.connections,
+            self.servers,
             self.descriptors,
             self.metrics,
             grace_seconds=SETTLE_GRACE_BACKEND_TIMEOUTS * settings.BACKEND_TIMEOUT_SECONDS,
             hooks=self.integration.hooks,
-            closer=self.relayed if settings.relay_enabled else None,
+            closer=self.connection_manager if settings.relay_enabled else None,
         )
         self.sessions = SessionController(
             self.store,
             self.coordination,
-            self.connections,
+            self.servers,
             self.descriptors,
             settings,
             self.metrics,
@@ -125,7 +125,7 @@ class Runtime:
         self.creation = SessionCreation(
             self.sessions,
             self.store,
-            self.connections,
+            self.servers,
             self.effects,
             settings,
             self.metrics,
@@ -136,7 +136,7 @@ class Runtime:
             self.sessions,
             SessionWire(self.sessions, self.store),
             self.connection_tokens,
-            self.relayed,
+            self.connection_manager,
             self.redis,
             self.metrics,
             relay_id=f"{socket.gethostname()}:{os.getpid()}",
@@ -148,9 +148,9 @@ class Runtime:
             loops=self.background.summary,
             relay=self.relay.health,
         )
-        self.pool = ServerPool(self.connections, self.sessions, self.store)
+        self.pool = ServerPool(self.servers, self.sessions, self.store)
         self.health_monitor = HealthMonitor(
-            self.connections,
+            self.servers,
             self.pool,
             self.store,
             settings,
@@ -160,7 +160,7 @@ class Runtime:
         self.insights = Insights(
             self.store,
             self.sessions,
-            self.connections,
+            self.servers,
             self.metrics,
             self.schemas,
             peer_timeout=settings.BACKEND_TIMEOUT_SECONDS,
@@ -193,7 +193,7 @@ class Runtime:
         if settings.relay_enabled:
             await self.relay.start()
             relay_loops: list[tuple[str, Callable[[], Awaitable[object]], float]] = [
-                ("relay_close_listener", self.relayed.listen_once, 0.0),
+                ("relay_close_listener", self.connection_manager.listen_once, 0.0),
                 ("relay_activity", self.relay.flush_activity, settings.RDP_CONTROLLER_ACTIVITY_FLUSH_SECONDS),
                 ("relay_sweep", self.relay.sweep_final, settings.RDP_CONTROLLER_REAPER_INTERVAL),
             ]
@@ -208,7 +208,7 @@ class Runtime:
             return
         await self.store.ensure_indexes()
         await self.integration.ensure_indexes()
-        await self.connections.sync_static_servers()
+        await self.servers.sync_static_servers()
         self.mongo_ready.set()
         logger.info("MongoDB ready: indexes created, static servers synced")
         try:

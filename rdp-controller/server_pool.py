@@ -11,8 +11,8 @@ import logging
 
 from common.errors import Conflict, NotFound
 
-from .connection_manager import ConnectionManager
 from .models import ServerState, TerminationReason
+from .server_registry import ServerRegistry
 from .session_controller import SessionController
 from .storage.mongo import MongoStore, utcnow
 
@@ -20,8 +20,8 @@ logger = logging.getLogger(__name__)
 
 
 class ServerPool:
-    def __init__(self, connections: ConnectionManager, sessions: SessionController, store: MongoStore):
-        self.connections = connections
+    def __init__(self, servers: ServerRegistry, sessions: SessionController, store: MongoStore):
+        self.servers = servers
         self.sessions = sessions
         self.store = store
 
@@ -44,7 +44,7 @@ class ServerPool:
 
     async def remove_server(self, server_id: str, *, force: bool) -> list[str]:
         """Remove a server; with ``force`` its live sessions are terminated (``server_removed``)."""
-        live = await self.connections.remove(server_id, force=force)
+        live = await self.servers.remove(server_id, force=force)
         return await self._terminate_all(live, TerminationReason.SERVER_REMOVED, "operator")
 
     async def enforce_drain_deadlines(self) -> int:

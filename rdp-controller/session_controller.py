@@ -19,7 +19,6 @@ from pymongo.errors import DuplicateKeyError
 from common.errors import Conflict, NotFound, ValidationFailed
 
 from .config import RdpControllerSettings
-from .connection_manager import ConnectionManager
 from .descriptors import DescriptorIssuer
 from .metrics import Metrics
 from .models import (
@@ -30,6 +29,7 @@ from .models import (
     TerminationReason,
     is_uuid,
 )
+from .server_registry import ServerRegistry
 from .session_effects import TransitionEffects, transition_record
 from .session_states import (
     CONTROLLER_ONLY,
@@ -79,7 +79,7 @@ class SessionController:
         self,
         store: MongoStore,
         coordination: RedisCoordination,
-        connections: ConnectionManager,
+        servers: ServerRegistry,
         descriptors: DescriptorIssuer,
         settings: RdpControllerSettings,
         metrics: Metrics,
@@ -87,7 +87,7 @@ class SessionController:
     ):
         self.store = store
         self.coordination = coordination
-        self.connections = connections
+        self.servers = servers
         self.descriptors = descriptors
         self.settings = settings
         self.metrics = metrics
@@ -270,7 +270,7 @@ class SessionController:
                 }
 
             document = await self.move(session_id, owner, decide, reason="reconnected", actor=actor)
-        await self.connections.reserve_existing(Lease(document["server_id"], document["user_id"], session_id))
+        await self.servers.reserve_existing(Lease(document["server_id"], document["user_id"], session_id))
         if not self.relay_mode:
             await self.open_connection(document, None)
         return document

@@ -26,9 +26,9 @@ from redis.exceptions import RedisError
 from common.errors import Conflict, LucidError, NoCapacity, NotFound, ValidationFailed
 
 from .config import RdpControllerSettings
-from .connection_manager import ConnectionManager
 from .metrics import Metrics
 from .models import CreateSessionRequest, SessionConfig, SessionStatus
+from .server_registry import ServerRegistry
 from .session_controller import SessionController
 from .session_effects import TransitionEffects, transition_record
 from .session_states import Decision, Document, compute_deadlines
@@ -95,7 +95,7 @@ class SessionCreation:
         self,
         sessions: SessionController,
         store: MongoStore,
-        connections: ConnectionManager,
+        servers: ServerRegistry,
         effects: TransitionEffects,
         settings: RdpControllerSettings,
         metrics: Metrics,
@@ -103,7 +103,7 @@ class SessionCreation:
     ):
         self.sessions = sessions
         self.store = store
-        self.connections = connections
+        self.servers = servers
         self.effects = effects
         self.settings = settings
         self.metrics = metrics
@@ -209,7 +209,7 @@ class SessionCreation:
                 pinned = await self.dedicated.from_stock(session_id=session_id, user_id=user_id)
                 if pinned is None:  # none warm: creating until one is provisioned
                     return await self._create_provisioned(draft, request.session_config.labels)
-            server = await self.connections.place(
+            server = await self.servers.place(
                 session_id=session_id,
                 user_id=user_id,
                 pinned_server_id=pinned,
@@ -224,10 +224,10 @@ class SessionCreation:
         try:
             await self.store.sessions.insert(document)
         except DuplicateKeyError:
-            await self.connections.release(lease)
+            await self.servers.release(lease)
             raise
         except ServerSelectionTimeoutError:
-            await self.connections.release(lease)  # no server was reached: nothing was written
+            await self.servers.release(lease)  # no server was reached: nothing was written
             self.metrics.inc("session_create_failures")
             raise
         except PyMongoError:
@@ -263,7 +263,7 @@ class SessionCreation:
                 server_id = await self.dedicated.acquire(
                     session_id=session_id, user_id=user_id, session_config=config
                 )
-                await self.connections.place(
+                await self.servers.place(
                     session_id=session_id, user_id=user_id, pinned_server_id=server_id, labels=labels
                 )
         except TimeoutError:
@@ -286,7 +286,7 @@ class SessionCreation:
             logger.warning("Provisioned session %s not made ready now: %s", session_id, exc)
             return
         if document["status"] != S.READY.value:  # it failed meanwhile (timed out): free the slot
-            await self.connections.release(Lease(server_id or "", user_id, session_id))
+            await self.servers.release(Lease(server_id or "", user_id, session_id))
 
     async def _provisioning_failed(self, session_id: str, server_id: str | None, why: str) -> None:
         def decide(current: Document) -> Decision:

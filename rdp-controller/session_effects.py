@@ -29,10 +29,10 @@ from redis.exceptions import RedisError
 
 from common.errors import LucidError
 
-from .connection_manager import ConnectionManager
 from .descriptors import DescriptorIssuer
 from .metrics import Metrics
 from .models import FINAL_STATUSES, SessionStatus
+from .server_registry import ServerRegistry
 from .storage.mongo import MongoStore, new_id, utcnow
 from .storage.redis import Lease, RedisCoordination
 
@@ -87,7 +87,7 @@ class TransitionEffects:
         self,
         store: MongoStore,
         coordination: RedisCoordination,
-        servers: ConnectionManager,
+        servers: ServerRegistry,
         descriptors: DescriptorIssuer,
         metrics: Metrics,
         *,

@@ -22,8 +22,8 @@ from typing import Any
 
 from ..background import Background
 from ..config import RdpControllerSettings
-from ..connection_manager import ConnectionManager
 from ..metrics import Metrics
+from ..server_registry import ServerRegistry
 from ..storage.mongo import MongoStore
 from .integration_manager import IntegrationManager
 from .lifecycle import RELEASE_DEDICATED, IntegrationHooks
@@ -159,7 +159,7 @@ class Integrations:
 def build_integrations(
     settings: RdpControllerSettings,
     store: MongoStore,
-    connections: ConnectionManager,
+    connections: ServerRegistry,
     background: Background,
     mongo_ready: asyncio.Event,
     metrics: Metrics,

@@ -6,7 +6,7 @@ Warm pool of dedicated RDP servers, provisioned ahead through rdp-server-manager
 
 * Stock: with ``RDP_CONTROLLER_WARM_POOL_SIZE`` = N > 0 the leader loop (``refill_once``) keeps N
   servers provisioned: ``POST /servers`` on the server manager, then registered in the server
-  pool (``ConnectionManager.register``, capacity 1, labels ``dedicated=true``, ``warm_pool=true``),
+  pool (``ServerRegistry.register``, capacity 1, labels ``dedicated=true``, ``warm_pool=true``),
   where the health monitor probes them like any other server. Stock is counted in slots 0..N-1
   held by a unique index, so replicas refilling at the same time never provision more than N.
 * Acquire: one ``find_one_and_update`` claims the oldest ready server (ready -> claimed), so two
@@ -50,9 +50,9 @@ from common.backends import MongoDocument
 from common.errors import LucidError, NoCapacity, NotFound
 
 from ..config import RdpControllerSettings
-from ..connection_manager import ConnectionManager, ServerCreate
 from ..metrics import Metrics
 from ..models import FINAL_STATUSES, ServerState
+from ..server_registry import ServerCreate, ServerRegistry
 from ..storage.mongo import new_id, utcnow
 from ..storage.sessions import SessionRepository
 from .integration_manager import IntegrationManager
@@ -84,7 +84,7 @@ class WarmPool:
         self,
         collection: AsyncCollection[MongoDocument],
         manager: IntegrationManager,
-        connections: ConnectionManager,
+        servers: ServerRegistry,
         sessions: SessionRepository,
         settings: RdpControllerSettings,
         metrics: Metrics,
@@ -93,7 +93,7 @@ class WarmPool:
     ):
         self.collection = collection
         self.manager = manager
-        self.connections = connections
+        self.servers = servers
         self.sessions = sessions
         self.settings = settings
         self.metrics = metrics
@@ -182,7 +182,7 @@ class WarmPool:
 
     async def _usable(self, entry: MongoDocument) -> bool:
         try:
-            server = await self.connections.get_document(entry["server_id"])
+            server = await self.servers.get_document(entry["server_id"])
         except NotFound:
             return False
         if server["state"] != ServerState.AVAILABLE.value:
@@ -261,7 +261,7 @@ class WarmPool:
         await self._update(entry_id, {"manager_server_id": manager_id})
         try:
             address, port = self._endpoint(client, created)
-            server = await self.connections.register(
+            server = await self.servers.register(
                 ServerCreate(
                     name=f"dedicated-{entry_id[:8]}",
                     address=address,
@@ -460,7 +460,7 @@ class WarmPool:
         )
         if entry.get("server_id"):
             with contextlib.suppress(NotFound):  # removed already
-                await self.connections.remove(entry["server_id"], force=True)
+                await self.servers.remove(entry["server_id"], force=True)
         if entry.get("manager_server_id"):
             with contextlib.suppress(ServiceNotFoundError):  # deleted already
                 await self._client().delete_server(

@@ -18,7 +18,6 @@ from security.connection_tokens import ConnectionTokenStore
 from security.jwt_auth import parse_bearer
 from security.principals import ANONYMOUS_DEV, Principal
 
-from ..connection_manager import ConnectionManager
 from ..health import HealthReport
 from ..health_monitor import HealthMonitor
 from ..insights import Insights
@@ -27,6 +26,7 @@ from ..models import USER_ID_PATTERN
 from ..runtime import Runtime
 from ..schema_validator import SchemaValidator
 from ..server_pool import ServerPool
+from ..server_registry import ServerRegistry
 from ..session_controller import SessionController
 from ..session_creation import SessionCreation
 
@@ -102,7 +102,7 @@ class Sessions:
 
 @dataclass(frozen=True, slots=True)
 class Servers:
-    servers: ConnectionManager
+    servers: ServerRegistry
     pool: ServerPool
     monitor: HealthMonitor
 
@@ -128,7 +128,7 @@ async def get_sessions(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Ses
 
 
 async def get_servers(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Servers:
-    return Servers(runtime.connections, runtime.pool, runtime.health_monitor)
+    return Servers(runtime.servers, runtime.pool, runtime.health_monitor)
 
 
 async def get_connections(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Connections:

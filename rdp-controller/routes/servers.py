@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
-from ..connection_manager import ServerCreate, ServerUpdate
 from ..models import ID_PATTERN
+from ..server_registry import ServerCreate, ServerUpdate
 from .deps import ServerServices, require_operator
 
 router = APIRouter(prefix="/api/v1/servers", tags=["servers"], dependencies=[Depends(require_operator)])

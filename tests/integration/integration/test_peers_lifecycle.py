@@ -56,7 +56,7 @@ async def controller(
             if integrations is None:
                 runtime = app.state.runtime
                 built = integrations = build_integrations(
-                    settings, runtime.store, runtime.connections, runtime.background, runtime.mongo_ready,
+                    settings, runtime.store, runtime.servers, runtime.background, runtime.mongo_ready,
                     runtime.metrics,
                 )  # fmt: skip
                 await integrations.ensure_indexes()

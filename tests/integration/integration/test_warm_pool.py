@@ -15,10 +15,10 @@ import pytest
 
 from common.backends import create_redis_client
 from common.errors import NoCapacity
-from rdp_controller.connection_manager import ConnectionManager
 from rdp_controller.integration.integration_manager import IntegrationManager
 from rdp_controller.integration.warm_pool import WarmPool
 from rdp_controller.metrics import Metrics
+from rdp_controller.server_registry import ServerRegistry
 from rdp_controller.storage.mongo import MongoStore
 from rdp_controller.storage.redis import RedisCoordination
 
@@ -105,7 +105,7 @@ async def make_pool(
     coordination = RedisCoordination(redis, f"t{uuid.uuid4().hex[:10]}", lease_ttl_seconds=60)
     created: list[IntegrationManager] = []
     pools: list[WarmPool] = []
-    connections: ConnectionManager | None = None
+    connections: ServerRegistry | None = None
 
     def build(
         server_manager: ServerManager, clock: Clock | None = None, *, size: int = 2, **values: Any
@@ -113,7 +113,7 @@ async def make_pool(
         nonlocal connections
         settings = layer_settings(mongo_url, redis_url, RDP_CONTROLLER_WARM_POOL_SIZE=size, **values)
         if connections is None:
-            connections = ConnectionManager(store, coordination, settings, Metrics())
+            connections = ServerRegistry(store, coordination, settings, Metrics())
         manager = IntegrationManager(settings, transport=httpx.MockTransport(server_manager))
         created.append(manager)
         pool = WarmPool(

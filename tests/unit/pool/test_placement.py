@@ -1,4 +1,4 @@
-"""Placement order of ConnectionManager.place, on in-memory stand-ins for MongoDB and Redis."""
+"""Placement order of ServerRegistry.place, on in-memory stand-ins for MongoDB and Redis."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 
 from common.errors import Conflict, NoCapacity
 from rdp_controller.config import RdpControllerSettings
-from rdp_controller.connection_manager import ConnectionManager
 from rdp_controller.metrics import Metrics
+from rdp_controller.server_registry import ServerRegistry
 from rdp_controller.storage.redis import Lease, Reservation
 
 SETTINGS = RdpControllerSettings(
@@ -82,8 +82,8 @@ def srv(
     }
 
 
-def manager(servers: list[dict[str, Any]], coordination: FakeCoordination) -> ConnectionManager:
-    return ConnectionManager(cast(Any, FakeStore(servers)), cast(Any, coordination), SETTINGS, Metrics())
+def manager(servers: list[dict[str, Any]], coordination: FakeCoordination) -> ServerRegistry:
+    return ServerRegistry(cast(Any, FakeStore(servers)), cast(Any, coordination), SETTINGS, Metrics())
 
 
 def load(**by_name: int) -> dict[str, int]:
@@ -91,7 +91,7 @@ def load(**by_name: int) -> dict[str, int]:
 
 
 async def place(
-    cm: ConnectionManager,
+    cm: ServerRegistry,
     *,
     user: str = "u1",
     labels: dict[str, str] | None = None,

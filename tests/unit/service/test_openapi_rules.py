@@ -19,9 +19,9 @@ from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
 from common.errors import ValidationFailed
-from rdp_controller.connection_manager import ServerCreate, ServerUpdate
 from rdp_controller.main import OPENAPI_FILE
 from rdp_controller.models import SessionConfig, StatusUpdateRequest
+from rdp_controller.server_registry import ServerCreate, ServerUpdate
 from rdp_controller.storage.mongo import decode_cursor, encode_cursor
 
 SPEC = yaml.safe_load(OPENAPI_FILE.read_text(encoding="utf-8"))
