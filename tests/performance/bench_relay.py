@@ -42,7 +42,6 @@ from pathlib import Path
 
 import httpx
 
-from common.devstack import EmbeddedStack
 from protocol.negotiation import StandardRdpConfirm
 from protocol.x224 import ConnectionRequest, encode_connection_confirm, encode_connection_request
 from security.jwt_auth import mint_token
@@ -51,7 +50,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))  # run as a script: tests.support lives in the checkout
 
-from tests.support.process import ServiceProcess, entrypoint_argv, free_port, service_env  # noqa: E402
+from tests.support.bench import bench_backends, bench_service_env  # noqa: E402
+from tests.support.process import ServiceProcess, entrypoint_argv, free_port  # noqa: E402
 
 CHUNK = 64 * 1024
 PING = b"p" * 64
@@ -307,30 +307,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     tag = uuid.uuid4().hex[:10]
     with contextlib.ExitStack() as resources:
-        mongodb_url, redis_url = os.environ.get("MONGODB_URL", ""), os.environ.get("REDIS_URL", "")
-        if mongodb_url and redis_url:
-            backends = "MONGODB_URL / REDIS_URL from the environment"
-        else:
-            stack = resources.enter_context(EmbeddedStack(None))
-            mongodb_url, redis_url = stack.mongodb_url, stack.redis_url
-            backends = "embedded (SecantusDB + redis-server)"
+        backends = bench_backends(resources)
         workdir = Path(resources.enter_context(tempfile.TemporaryDirectory(prefix="bench-relay-")))
         backend_port, relay_port, port = free_port(), free_port(), free_port()
         backend = subprocess.Popen([sys.executable, __file__, "--backend", str(backend_port)])
         resources.callback(backend.kill)
         secret = secrets.token_urlsafe(48)
         server = {"name": "bench-backend", "address": "127.0.0.1", "port": backend_port, "capacity": 10_000}
-        env = service_env(
-            RDP_CONTROLLER_PORT=str(port),
-            LUCID_ENV="test",
-            MONGODB_URL=mongodb_url,
-            REDIS_URL=redis_url,
-            MONGODB_DATABASE=f"bench_{tag}",
-            RDP_CONTROLLER_REDIS_PREFIX=f"bench{tag}",
-            JWT_SECRET_KEY=secret,
-            RDP_CONTROLLER_RATE_LIMIT_PER_MINUTE="0",
-            RDP_CONTROLLER_MAX_SESSIONS_PER_USER="1000",
-            RDP_CONTROLLER_PROBE_INTERVAL="3600",  # the backend is not an RDP server: do not probe it again
+        env = bench_service_env(
+            port,
+            backends,
+            tag,
+            secret,
             RDP_CONTROLLER_RELAY_PORT=str(relay_port),
             RDP_CONTROLLER_RELAY_BIND="127.0.0.1",
             RDP_CONTROLLER_RELAY_MAX_CONNECTIONS="5000",
@@ -345,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (RuntimeError, OSError, httpx.HTTPError, asyncio.IncompleteReadError) as exc:
             print(f"benchmark failed: {exc!r}\n{service.log_tail(40)}", file=sys.stderr)
             return 1
-    report(figures, args, backends, time.perf_counter() - started)
+    report(figures, args, backends.description, time.perf_counter() - started)
     return 0
 
 

@@ -48,7 +48,6 @@ import httpx
 from pymongo import DESCENDING, ReturnDocument
 
 from common.backends import create_mongo_client, create_redis_client
-from common.devstack import EmbeddedStack
 from rdp_controller.models import SessionConfig
 from rdp_controller.storage.mongo import CONNECTIONS, EVENTS, SERVERS, SESSIONS, MongoStore
 from rdp_controller.storage.redis import Lease, RedisCoordination, Reservation
@@ -58,12 +57,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))  # run as a script: tests.support lives in the checkout
 
+from tests.support.bench import bench_backends, bench_service_env  # noqa: E402
 from tests.support.process import (  # noqa: E402
     ServiceProcess,
     descendants,
     entrypoint_argv,
     free_port,
-    service_env,
 )
 
 NO_ID = {"_id": False}
@@ -783,27 +782,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     tag = uuid.uuid4().hex[:10]
     with contextlib.ExitStack() as resources:
-        mongodb_url, redis_url = os.environ.get("MONGODB_URL", ""), os.environ.get("REDIS_URL", "")
-        external = bool(mongodb_url and redis_url)
-        if external:
-            backends = "MONGODB_URL / REDIS_URL from the environment"
-        else:
-            stack = resources.enter_context(EmbeddedStack(None))
-            mongodb_url, redis_url = stack.mongodb_url, stack.redis_url
-            backends = "embedded (SecantusDB + redis-server)"
+        backends = bench_backends(resources)
+        mongodb_url, redis_url = backends.mongodb_url, backends.redis_url
         workdir = Path(resources.enter_context(tempfile.TemporaryDirectory(prefix="bench-sessions-")))
         port, secret = free_port(), secrets.token_urlsafe(48)
-        env = service_env(
-            RDP_CONTROLLER_PORT=str(port),
-            LUCID_ENV="test",
-            MONGODB_URL=mongodb_url,
-            REDIS_URL=redis_url,
-            MONGODB_DATABASE=f"bench_{tag}",
-            RDP_CONTROLLER_REDIS_PREFIX=f"bench{tag}",
-            JWT_SECRET_KEY=secret,
-            RDP_CONTROLLER_RATE_LIMIT_PER_MINUTE="0",
-            RDP_CONTROLLER_MAX_SESSIONS_PER_USER="1000",
-            RDP_CONTROLLER_PROBE_INTERVAL="3600",  # the bench host is not an RDP server: do not probe it
+        env = bench_service_env(
+            port,
+            backends,
+            tag,
+            secret,
             RDP_CONTROLLER_RELAY_PORT="0",  # no client connects: direct mode (bench_relay.py: the relay)
             RDP_CONTROLLER_VALIDATE_RESPONSES="false",  # production's setting (the test suite turns it on)
             RDP_CONTROLLER_WORKERS=str(args.workers),
@@ -831,9 +818,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"benchmark failed{where}: {first!r}\n{service.log_tail(40)}", file=sys.stderr)
             return 1
         service.stop()
-        if external:
+        if backends.external:
             asyncio.run(drop_service_data(mongodb_url, redis_url, tag))
-    lines = report(results, reads, args, backends, time.perf_counter() - started)
+    lines = report(results, reads, args, backends.description, time.perf_counter() - started)
     if args.profile:
         lines.append(f"flame graph of the service (py-spy, every worker): {flame}")
     figures = args.out_dir / "bench_sessions.txt"
