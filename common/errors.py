@@ -19,7 +19,7 @@ Where the errors of this service sit, and which reach HTTP::
     │   ├── NoCapacity                    503  no slot, or no dedicated server, now
     │   └── BackendUnavailable            503  MongoDB or Redis cannot be trusted or reached now
     ├── PyMongoError, RedisError          503  BACKEND_UNAVAILABLE (translated in http_errors.py)
-    ├── ServiceError (integration/service_base.py: ServiceTimeoutError, ServiceNotFoundError,
+    ├── ServiceError (integration/errors.py: ServiceTimeoutError, ServiceNotFoundError,
     │   CircuitOpenError, PeerNotConfigured)   a peer call failed: never an HTTP answer itself; the
     │                                     outbox retries it, the warm pool turns it into NoCapacity
     ├── ProtocolError (protocol/errors.py, a ValueError)   bad RDP wire input: the relay counts a

@@ -13,8 +13,8 @@ from prometheus_client.registry import Collector
 
 from . import __version__
 from .integration import Integrations
+from .integration.errors import ServiceError
 from .integration.rdp_monitor_client import RdpMonitorClient
-from .integration.service_base import ServiceError
 from .metrics import Metrics
 from .models import FINAL_STATUSES, LIVE_STATUSES, ServerState, SessionStatus, TerminationReason
 from .relay import RdpRelay

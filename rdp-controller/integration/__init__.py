@@ -25,17 +25,12 @@ from ..config import RdpControllerSettings
 from ..metrics import Metrics
 from ..server_registry import ServerRegistry
 from ..storage.mongo import MongoStore
+from .circuit_breaker import CircuitState
+from .errors import CircuitOpenError, ServiceError, ServiceNotFoundError, ServiceTimeoutError
 from .integration_manager import IntegrationManager
 from .lifecycle import RELEASE_DEDICATED, IntegrationHooks
 from .outbox import SERVER_MANAGER, Outbox
-from .service_base import (
-    CircuitOpenError,
-    CircuitState,
-    ServiceClientBase,
-    ServiceError,
-    ServiceNotFoundError,
-    ServiceTimeoutError,
-)
+from .service_base import ServiceClientBase
 from .warm_pool import COLLECTION as WARM_POOL_COLLECTION
 from .warm_pool import WarmPool
 

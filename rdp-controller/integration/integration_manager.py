@@ -28,9 +28,10 @@ import httpx
 from security.jwt_auth import MIN_SECRET_LENGTH, mint_token
 
 from ..config import RdpControllerSettings
+from .circuit_breaker import Clock
 from .rdp_monitor_client import RdpMonitorClient
 from .rdp_server_manager_client import RdpServerManagerClient
-from .service_base import Clock, ServiceClientBase, Sleep, redact_url
+from .service_base import ServiceClientBase, Sleep, redact_url
 from .session_processor_client import SessionProcessorClient
 from .session_recorder_client import SessionRecorderClient
 

@@ -54,8 +54,8 @@ from common.errors import LucidError
 
 from ..metrics import Metrics
 from ..storage.mongo import new_id, utcnow
+from .errors import CircuitOpenError, ServiceError, ServiceNotFoundError
 from .integration_manager import IntegrationManager
-from .service_base import CircuitOpenError, ServiceError, ServiceNotFoundError
 
 logger = logging.getLogger(__name__)
 

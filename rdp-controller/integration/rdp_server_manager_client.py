@@ -14,7 +14,8 @@ import logging
 from typing import Any
 from urllib.parse import quote
 
-from .service_base import ServiceClientBase, ServiceError
+from .errors import ServiceError
+from .service_base import ServiceClientBase
 
 logger = logging.getLogger(__name__)
 

@@ -36,10 +36,12 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from enum import StrEnum
 from typing import Any
 
 import httpx
+
+from .circuit_breaker import CircuitBreaker, CircuitState, Clock
+from .errors import CircuitOpenError, ServiceError, ServiceNotFoundError, ServiceTimeoutError
 
 logger = logging.getLogger(__name__)
 
@@ -54,115 +56,6 @@ LIMITS = httpx.Limits(max_connections=50, max_keepalive_connections=10, keepaliv
 USER_AGENT = "lucid-rdp-controller"
 
 Sleep = Callable[[float], Awaitable[None]]
-Clock = Callable[[], float]
-
-
-class ServiceError(Exception):
-    """Base exception for service communication errors."""
-
-    def __init__(self, message: str, status_code: int | None = None, *, retryable: bool = False):
-        super().__init__(message)
-        self.status_code = status_code
-        self.retryable = retryable
-
-
-class ServiceTimeoutError(ServiceError):
-    """A call timed out (on every attempt)."""
-
-    def __init__(self, message: str, status_code: int | None = None, *, retryable: bool = True):
-        super().__init__(message, status_code, retryable=retryable)
-
-
-class ServiceNotFoundError(ServiceError):
-    """The peer answered 404: it knows no such resource."""
-
-    def __init__(self, message: str = "Resource not found", status_code: int = 404):
-        super().__init__(message, status_code)
-
-
-class CircuitOpenError(ServiceError):
-    """Refused without calling: the peer's circuit breaker is open."""
-
-    def __init__(self, message: str, *, retry_in: float):
-        super().__init__(message, retryable=True)
-        self.retry_in = retry_in
-
-
-class CircuitState(StrEnum):
-    CLOSED = "closed"
-    OPEN = "open"
-    HALF_OPEN = "half_open"
-
-
-class CircuitBreaker:
-    """Consecutive-failure circuit breaker; time comes from the injected ``clock`` (monotonic seconds)."""
-
-    def __init__(self, failure_threshold: int, reset_seconds: float, *, clock: Clock = time.monotonic):
-        if failure_threshold < 1:
-            raise ValueError("failure_threshold must be at least 1")
-        if reset_seconds <= 0:
-            raise ValueError("reset_seconds must be positive")
-        self.failure_threshold = failure_threshold
-        self.reset_seconds = reset_seconds
-        self._clock = clock
-        self._state = CircuitState.CLOSED
-        self._failures = 0
-        self._opened_at = 0.0
-        self._trial_in_flight = False
-
-    @property
-    def state(self) -> CircuitState:
-        """The state as a caller would find it now (open turns half-open once the cool-down is over)."""
-        if self._state is CircuitState.OPEN and self.retry_in() == 0:
-            return CircuitState.HALF_OPEN
-        return self._state
-
-    @property
-    def consecutive_failures(self) -> int:
-        return self._failures
-
-    def retry_in(self) -> float:
-        """Seconds until an open circuit lets a trial call through (0 when not open)."""
-        if self._state is not CircuitState.OPEN:
-            return 0.0
-        return max(0.0, self._opened_at + self.reset_seconds - self._clock())
-
-    def admit(self) -> bool:
-        """Admit a call or raise ``CircuitOpenError``. Returns True when the call is the half-open trial."""
-        state = self.state
-        if state is CircuitState.CLOSED:
-            return False
-        if state is CircuitState.HALF_OPEN and not self._trial_in_flight:
-            self._state = CircuitState.HALF_OPEN
-            self._trial_in_flight = True
-            return True
-        retry_in = self.retry_in() if state is CircuitState.OPEN else self.reset_seconds
-        raise CircuitOpenError(
-            f"circuit open after {self._failures} consecutive failures"
-            + (
-                f"; next trial in {retry_in:.1f}s"
-                if state is CircuitState.OPEN
-                else "; a trial call is running"
-            ),
-            retry_in=retry_in,
-        )
-
-    def record_success(self) -> None:
-        self._state = CircuitState.CLOSED
-        self._failures = 0
-        self._trial_in_flight = False
-
-    def record_failure(self) -> None:
-        self._failures += 1
-        trial = self._trial_in_flight
-        self._trial_in_flight = False
-        if trial or self._failures >= self.failure_threshold:
-            self._state = CircuitState.OPEN
-            self._opened_at = self._clock()
-
-    def abandon_trial(self) -> None:
-        """A trial call ended without a verdict (cancelled): let the next call try instead."""
-        self._trial_in_flight = False
 
 
 def check_base_url(base_url: str) -> str:

@@ -55,9 +55,9 @@ from ..models import FINAL_STATUSES, ServerState
 from ..server_registry import ServerCreate, ServerRegistry
 from ..storage.mongo import new_id, utcnow
 from ..storage.sessions import SessionRepository
+from .errors import ServiceError, ServiceNotFoundError
 from .integration_manager import IntegrationManager
 from .rdp_server_manager_client import RdpServerManagerClient
-from .service_base import ServiceError, ServiceNotFoundError
 
 logger = logging.getLogger(__name__)
 

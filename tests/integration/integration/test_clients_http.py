@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from rdp_controller.integration.errors import ServiceError, ServiceTimeoutError
 from rdp_controller.integration.integration_manager import IntegrationManager
-from rdp_controller.integration.service_base import ServiceError, ServiceTimeoutError
 from tests.support.peers import PROCESSOR, PeerServer
 
 from .conftest import layer_settings

@@ -9,9 +9,10 @@ from typing import Any
 import httpx
 import pytest
 
+from rdp_controller.integration.errors import ServiceError, ServiceNotFoundError
 from rdp_controller.integration.rdp_monitor_client import RdpMonitorClient
 from rdp_controller.integration.rdp_server_manager_client import RdpServerManagerClient
-from rdp_controller.integration.service_base import ServiceClientBase, ServiceError, ServiceNotFoundError
+from rdp_controller.integration.service_base import ServiceClientBase
 from rdp_controller.integration.session_processor_client import SessionProcessorClient
 from rdp_controller.integration.session_recorder_client import SessionRecorderClient
 

@@ -13,17 +13,14 @@ import httpx
 import jsonschema
 import pytest
 
-from rdp_controller.integration.service_base import (
-    CircuitBreaker,
+from rdp_controller.integration.circuit_breaker import CircuitBreaker, CircuitState
+from rdp_controller.integration.errors import (
     CircuitOpenError,
-    CircuitState,
-    ServiceClientBase,
     ServiceError,
     ServiceNotFoundError,
     ServiceTimeoutError,
-    check_base_url,
-    redact_url,
 )
+from rdp_controller.integration.service_base import ServiceClientBase, check_base_url, redact_url
 
 HEALTH_SCHEMA = json.loads(
     (Path(__file__).parents[3] / "rdp-controller" / "health-schema.json").read_text(encoding="utf-8")
