@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from protocol.probe import ProbeResult
-from rdp_controller.health_monitor import Reason, Thresholds, assess, count, failure_text, next_state
 from rdp_controller.models import ServerState
+from rdp_controller.server_health import Reason, Thresholds, assess, count, failure_text, next_state
 from rdp_controller.server_registry import health_state_of
 
 A, D, U = ServerState.AVAILABLE, ServerState.DEGRADED, ServerState.UNHEALTHY
