@@ -48,6 +48,7 @@ class Insights:
         *,
         peer_timeout: float,
         relay: RdpRelay,
+        integration: Integrations | None = None,
     ):
         self.store = store
         self.sessions = sessions
@@ -56,8 +57,9 @@ class Insights:
         self.schemas = schemas
         self.peer_timeout = peer_timeout
         self.relay = relay
-        self.monitor: RdpMonitorClient | None = None  # set by the runtime when RDP_MONITOR_URL is set
-        self.integration: Integrations | None = None
+        self.integration = integration
+        # rdp-monitor's figures join a session's metrics when RDP_MONITOR_URL is set.
+        self.monitor: RdpMonitorClient | None = integration.manager.rdp_monitor if integration else None
 
     async def session_metrics(self, session_id: str, *, owner: str | None) -> Document:
         session = await self.sessions.get(session_id, owner=owner)

@@ -94,11 +94,10 @@ class Runtime:
         self.integration = build_integrations(
             settings, self.store, self.servers, self.background, self.mongo_ready, self.metrics
         )
-        self.integrations = self.integration.manager
         self.health = HealthChecks(
             self.mongo,
             self.redis,
-            self.integrations,
+            self.integration.manager,
             interval=settings.RDP_CONTROLLER_HEALTH_INTERVAL,
             backend_timeout=settings.BACKEND_TIMEOUT_SECONDS,
             after_round=self.integration.record_circuits,
@@ -165,9 +164,8 @@ class Runtime:
             self.schemas,
             peer_timeout=settings.BACKEND_TIMEOUT_SECONDS,
             relay=self.relay,
+            integration=self.integration,
         )
-        self.insights.monitor = self.integrations.rdp_monitor
-        self.insights.integration = self.integration
         self.maintenance = SessionMaintenance(
             self.sessions, self.store, self.coordination, settings, self.metrics
         )
