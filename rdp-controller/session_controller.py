@@ -202,9 +202,11 @@ class SessionController:
             elif target is S.SUSPENDED:
                 changes = {"suspended_at": now}
             elif target in CONTROLLER_ONLY:
-                error = invalid_transition(status, target)
-                error.message = f"status {target.value} is set by the controller itself, not through the API"
-                raise error
+                raise Conflict(
+                    f"status {target.value} is set by the controller itself, not through the API",
+                    code="INVALID_TRANSITION",
+                    details=invalid_transition(status, target).details,
+                )
             return target, changes
 
         return await self.move(session_id, owner, decide, reason=None, actor=actor)
