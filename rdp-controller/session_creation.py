@@ -145,13 +145,22 @@ class SessionCreation:
                 request, config, user_id=user_id, key=idempotency_key, fingerprint=fingerprint, actor=actor
             )
         except BaseException:
-            try:
-                await claims.release(user_id, idempotency_key)
-            except PyMongoError as exc:  # the stale claim is taken over by the next request with the key
-                logger.warning("Idempotency-Key claim of %s not released: %s", user_id, exc)
+            await self._after_failed_create(user_id, idempotency_key)
             raise
         await claims.complete(user_id, idempotency_key, document["session_id"], reconnected=not created)
         return document, created
+
+    async def _after_failed_create(self, user_id: str, key: str) -> None:
+        """The first request with the key failed: a session it wrote anyway (its effects are settled
+        later) keeps the key, so a replay returns it; otherwise the key is free for a retry."""
+        try:
+            written = await self.store.sessions.by_idempotency_key(user_id, key)
+            if written is not None:
+                await self.store.idempotency.complete(user_id, key, written["session_id"], reconnected=False)
+            else:
+                await self.store.idempotency.release(user_id, key)
+        except PyMongoError as exc:  # a claim left pending is taken over once it is stale
+            logger.warning("Idempotency-Key claim of %s not settled: %s", user_id, exc)
 
     async def _replay(self, claim: Document, user_id: str, key: str, fingerprint: str) -> Document:
         if claim.get("fingerprint") != fingerprint:

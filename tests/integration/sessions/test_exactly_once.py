@@ -151,3 +151,19 @@ async def test_an_interrupted_change_nobody_retries_is_settled_by_the_background
             await asyncio.sleep(0.1)
         assert await events_of(client, stored["session_id"]) == [(None, "ready")]
         assert (await runtime.store.sessions.get(stored["session_id"]))["pending_transitions"] == []
+
+
+async def test_a_key_whose_create_was_written_but_answered_503_returns_that_session(
+    app_client: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    app, client = app_client
+    runtime = app.state.runtime
+    await register_server(client, capacity=5)
+    runtime.store.events.append_once = failing_once(runtime.store.events.append_once)
+    first = await client.post("/api/v1/sessions", json={"user_id": "gina"}, headers={**SERVICE, **KEY})
+    assert first.status_code == 503  # written, its effects interrupted
+    (written,) = await runtime.store.sessions.collection.find({"user_id": "gina"}).to_list(length=None)
+    replay = await client.post("/api/v1/sessions", json={"user_id": "gina"}, headers={**SERVICE, **KEY})
+    assert replay.status_code == 200, replay.text
+    assert replay.json()["session_id"] == written["session_id"]  # not a second session
+    assert await runtime.store.sessions.collection.count_documents({"user_id": "gina"}) == 1
