@@ -30,10 +30,6 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
-from redis.asyncio import Redis
-
-from security.connection_tokens import ConnectionTokenStore
-
 from .config import RdpControllerSettings
 from .connection_manager import ConnectionManager, RelayedConnection
 from .metrics import Metrics
@@ -67,28 +63,20 @@ class RdpRelay:
         settings: RdpControllerSettings,
         sessions: SessionController,
         wire: SessionWire,
-        tokens: ConnectionTokenStore,
         connections: ConnectionManager,
-        redis: Redis,
         metrics: Metrics,
-        *,
-        relay_id: str,
+        handshake: RelayHandshake,
     ):
         self.settings = settings
         self.sessions = sessions
         self.wire = wire
-        self.tokens = tokens
         self.connections = connections
-        self.redis = redis
         self.metrics = metrics
-        self.relay_id = relay_id
-        self.actor = f"relay:{relay_id}"
+        self.handshake = handshake
+        self.relay_id = handshake.relay_id
         self.status = "off"
         self.error: str | None = None
         self.handshaking = 0
-        self.handshake = RelayHandshake(
-            settings, sessions, wire, tokens, connections, redis, metrics, relay_id=relay_id
-        )
         self._server: asyncio.Server | None = None
         self._flushes: set[asyncio.Task[None]] = set()
         self._clients: set[asyncio.Task[Any]] = set()

@@ -34,6 +34,7 @@ from .insights import Insights
 from .integration import build_integrations
 from .metrics import Metrics
 from .relay import RdpRelay
+from .relay_handshake import RelayHandshake
 from .schema_validator import SchemaValidator
 from .server_pool import ServerPool
 from .server_registry import ServerRegistry
@@ -130,16 +131,18 @@ class Runtime:
             self.metrics,
             dedicated=self.integration.warm_pool,
         )
-        self.relay = RdpRelay(
+        wire = SessionWire(self.sessions, self.store)
+        handshake = RelayHandshake(
             settings,
             self.sessions,
-            SessionWire(self.sessions, self.store),
+            wire,
             self.connection_tokens,
             self.connection_manager,
             self.redis,
             self.metrics,
             relay_id=f"{socket.gethostname()}:{os.getpid()}",
         )
+        self.relay = RdpRelay(settings, self.sessions, wire, self.connection_manager, self.metrics, handshake)
         self.health_report = HealthReport(
             self.health,
             settings,
