@@ -1,4 +1,5 @@
-"""Placement order of ServerRegistry.place, on in-memory stand-ins for MongoDB and Redis."""
+"""server_registry.py: the placement order of ServerRegistry.place, on in-memory stand-ins for MongoDB
+and Redis, and the health state of a server document (health_state_of)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pytest
 from common.errors import Conflict, NoCapacity
 from rdp_controller.config import RdpControllerSettings
 from rdp_controller.metrics import Metrics
-from rdp_controller.server_registry import ServerRegistry
+from rdp_controller.models import ServerState
+from rdp_controller.server_registry import ServerRegistry, health_state_of
 from rdp_controller.storage.redis import Lease, Reservation
 
 SETTINGS = RdpControllerSettings(
@@ -193,3 +195,9 @@ async def test_the_per_user_limit_is_a_conflict_not_no_capacity() -> None:
     with pytest.raises(Conflict) as caught:
         await place(cm, user="same")
     assert caught.value.code == "USER_SESSION_LIMIT"
+
+
+def test_health_state_of_older_documents_falls_back_to_their_state() -> None:
+    assert health_state_of({"state": "degraded"}) is ServerState.DEGRADED
+    assert health_state_of({"state": "draining"}) is ServerState.AVAILABLE
+    assert health_state_of({"state": "draining", "health_state": "unhealthy"}) is ServerState.UNHEALTHY

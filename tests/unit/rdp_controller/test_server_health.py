@@ -1,4 +1,4 @@
-"""The server health state machine: thresholds, certificate changes and pins (pure functions)."""
+"""The server health state machine (server_health.py): thresholds, certificate changes and pins."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 from protocol.probe import ProbeResult
 from rdp_controller.models import ServerState
 from rdp_controller.server_health import Reason, Thresholds, assess, count, failure_text, next_state
-from rdp_controller.server_registry import health_state_of
 
 A, D, U = ServerState.AVAILABLE, ServerState.DEGRADED, ServerState.UNHEALTHY
 DRAINING, DISABLED = ServerState.DRAINING, ServerState.DISABLED
@@ -243,16 +242,9 @@ def test_a_draining_server_keeps_its_state_but_records_its_health() -> None:
         document = apply(document, refused())
     assert document["state"] == "draining"
     assert (document["health_state"], document["consecutive_failures"]) == ("unhealthy", 3)
-    assert health_state_of(document) is U
 
 
 def test_every_probe_bumps_the_health_version() -> None:
     document = apply(server(), ok())
     assert document["health_version"] == 1
     assert apply(document, refused())["health_version"] == 2
-
-
-def test_health_state_of_older_documents_falls_back_to_their_state() -> None:
-    assert health_state_of({"state": "degraded"}) is D
-    assert health_state_of({"state": "draining"}) is A
-    assert health_state_of({"state": "draining", "health_state": "unhealthy"}) is U
