@@ -30,7 +30,15 @@ HEALTH_PROBE = ["/usr/bin/python3.11", "-m", "rdp_controller.healthcheck"]
 
 
 # Modules of common/ that only `make run` and the tests use: kept out of the image.
-DEV_ONLY = frozenset({"common/devstack.py", "common/devsession.py", "common/xrdp.py"})
+DEV_ONLY = frozenset(
+    {
+        "common/devstack.py",
+        "common/devstack_processes.py",
+        "common/devstack_rdp_host.py",
+        "common/devsession.py",
+        "common/xrdp.py",
+    }
+)
 
 
 def hadolint_binary() -> str:
