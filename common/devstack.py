@@ -32,6 +32,7 @@ import argparse
 import importlib.util
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -39,6 +40,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from common.devstack_processes import (
     START_TIMEOUT_SECONDS,
@@ -75,16 +77,27 @@ class EmbeddedStack:
     """A SecantusDB server and a Redis server as child processes; a context manager.
 
     ``data_dir=None`` keeps MongoDB data in memory (thrown away on stop); a folder keeps it
-    across runs. Redis keeps nothing: everything in it is rebuilt from MongoDB.
+    across runs. Redis keeps nothing: everything in it is rebuilt from MongoDB. The servers'
+    logs go to a scratch folder removed on stop, or to ``workdir`` (kept) when given;
+    ``secantus_options`` are more SecantusDB options (the fault tier's ``--sync-on-commit``).
     """
 
-    def __init__(self, data_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path | None = None,
+        *,
+        workdir: Path | None = None,
+        secantus_options: Sequence[str] = (),
+    ) -> None:
         self.data_dir = data_dir
+        self.workdir = workdir
+        self.secantus_options = tuple(secantus_options)
         self.mongo_port = 0
         self.redis_port = 0
         self._processes: list[tuple[str, subprocess.Popen[bytes]]] = []
         self._commands: dict[str, tuple[list[str], Path, int]] = {}
-        self._workdir: tempfile.TemporaryDirectory[str] | None = None
+        self._paused: set[str] = set()
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
 
     @property
     def mongodb_url(self) -> str:
@@ -94,12 +107,16 @@ class EmbeddedStack:
     def redis_url(self) -> str:
         return f"redis://127.0.0.1:{self.redis_port}/0"
 
-    def start(self) -> EmbeddedStack:
+    def start(self) -> Self:
         if importlib.util.find_spec("secantus") is None:
             raise DevStackError("SecantusDB is not installed: pip install secantusdb (a dev dependency)")
         redis_binary = redis_server_binary()
-        self._workdir = tempfile.TemporaryDirectory(prefix="lucid-devstack-")
-        work = Path(self._workdir.name)
+        if self.workdir is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="lucid-devstack-")
+            work = Path(self._scratch.name)
+        else:
+            work = self.workdir
+            work.mkdir(parents=True, exist_ok=True)
         storage = ":memory:"
         if self.data_dir is not None:
             self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -120,7 +137,7 @@ class EmbeddedStack:
                         "--port",
                         str(self.mongo_port),
                     ),
-                    *("--storage-path", storage, "--log-level", "WARNING"),
+                    *("--storage-path", storage, "--log-level", "WARNING", *self.secantus_options),
                 ],
                 mongo_log,
                 cwd=work,
@@ -173,6 +190,16 @@ class EmbeddedStack:
         if name == "SecantusDB":
             self._wait_for_mongo_ping(deadline)
 
+    def pause(self, name: str) -> None:
+        """Freeze one server (SIGSTOP): it keeps its connections and answers nothing, for fault tests."""
+        self._process(name).send_signal(signal.SIGSTOP)
+        self._paused.add(name)
+
+    def resume(self, name: str) -> None:
+        """Let a paused server run again (SIGCONT)."""
+        self._process(name).send_signal(signal.SIGCONT)
+        self._paused.discard(name)
+
     def _wait_for_mongo_ping(self, deadline: float) -> None:
         from pymongo import MongoClient
         from pymongo.errors import PyMongoError
@@ -192,13 +219,15 @@ class EmbeddedStack:
 
     def stop(self) -> None:
         """Stop both servers (SIGTERM, then SIGKILL) and remove the scratch folder."""
+        for name in list(self._paused):  # a paused server cannot act on SIGTERM
+            self.resume(name)
         stop_processes([process for _name, process in reversed(self._processes)])
         self._processes.clear()
-        if self._workdir is not None:
-            self._workdir.cleanup()
-            self._workdir = None
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None
 
-    def __enter__(self) -> EmbeddedStack:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(

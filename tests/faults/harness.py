@@ -15,9 +15,6 @@ import os
 import random
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -32,7 +29,8 @@ from pymongo.errors import PyMongoError
 from redis import Redis
 from redis.exceptions import RedisError
 
-from common.devstack import free_port, redis_server_binary
+from common.devstack import EmbeddedStack
+from common.devstack_processes import free_port
 from tests.support.process import ServiceProcess, entrypoint_argv
 from tests.support.service_api import SERVICE, entrypoint_env
 
@@ -56,126 +54,26 @@ START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 
 
-class Backends:
-    """SecantusDB (data on disk, fsync on commit) and Redis (no persistence) that a test can fault.
+class Backends(EmbeddedStack):
+    """The dev stack's SecantusDB (data on disk, fsync on commit) and Redis (no persistence), faulted.
 
     ``--sync-on-commit``: SecantusDB otherwise keeps its last second of commits in memory (like
     mongod's default ``j: false``), and a SIGKILL loses them; this tier tests the controller, so
-    its MongoDB keeps every acknowledged write, as a journaled deployment does.
+    its MongoDB keeps every acknowledged write, as a journaled deployment does. The servers are
+    named as the dev stack names them: ``"SecantusDB"`` and ``"Redis"``.
     """
 
     def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.mongo_port = free_port()
-        self.redis_port = free_port()
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        self.argv = {
-            "mongo": [
-                *(sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(self.mongo_port)),
-                *(
-                    "--storage-path",
-                    str(workdir / "mongo-data"),
-                    "--log-level",
-                    "WARNING",
-                    "--sync-on-commit",
-                ),
-            ],
-            "redis": [
-                *(redis_server_binary(), "--bind", "127.0.0.1", "--port", str(self.redis_port)),
-                *("--save", "", "--appendonly", "no", "--dir", str(workdir), "--protected-mode", "no"),
-            ],
-        }
-
-    @property
-    def mongodb_url(self) -> str:
-        return f"mongodb://127.0.0.1:{self.mongo_port}/?directConnection=true"
-
-    @property
-    def redis_url(self) -> str:
-        return f"redis://127.0.0.1:{self.redis_port}/0"
-
-    def start(self) -> Backends:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        for name in ("mongo", "redis"):
-            self._spawn(name)
-        for name in ("mongo", "redis"):
-            self.wait_until_up(name)
-        return self
-
-    def _spawn(self, name: str) -> None:
-        with (self.workdir / f"{name}.log").open("ab") as log:
-            self.processes[name] = subprocess.Popen(
-                self.argv[name],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.workdir,
-                start_new_session=True,
-            )
-
-    def wait_until_up(self, name: str) -> float:
-        """Wait until the server answers a ping; the seconds it took."""
-        started = time.monotonic()
-        port = self.mongo_port if name == "mongo" else self.redis_port
-        while time.monotonic() - started < START_TIMEOUT:
-            process = self.processes[name]
-            if process.poll() is not None:
-                raise RuntimeError(f"{name} exited with {process.returncode}: see {self.workdir}/{name}.log")
-            with socket.socket() as sock:
-                sock.settimeout(0.5)
-                if sock.connect_ex(("127.0.0.1", port)) == 0 and self._pings(name):
-                    return time.monotonic() - started
-            time.sleep(0.1)
-        raise RuntimeError(f"{name} did not answer within {START_TIMEOUT} s")
-
-    def _pings(self, name: str) -> bool:
-        if name == "redis":
-            with contextlib.suppress(RedisError), Redis.from_url(self.redis_url, socket_timeout=1) as client:
-                return bool(client.ping())
-            return False
-        client: MongoClient[dict[str, Any]] = MongoClient(self.mongodb_url, serverSelectionTimeoutMS=1000)
-        try:
-            client.admin.command("ping")
-            return True
-        except PyMongoError:
-            return False
-        finally:
-            client.close()
-
-    # Faults ---------------------------------------------------------------------------------
-    def kill(self, name: str) -> None:
-        process = self.processes[name]
-        process.kill()
-        process.wait()
-
-    def restart(self, name: str) -> float:
-        if self.processes[name].poll() is None:
-            raise RuntimeError(f"{name} is still running")
-        self._spawn(name)
-        return self.wait_until_up(name)
-
-    def pause(self, name: str) -> None:
-        os.kill(self.processes[name].pid, signal.SIGSTOP)
-
-    def resume(self, name: str) -> None:
-        os.kill(self.processes[name].pid, signal.SIGCONT)
+        self.mongo_data = workdir / "mongo-data"
+        super().__init__(self.mongo_data, workdir=workdir, secantus_options=("--sync-on-commit",))
 
     def flushall(self) -> None:
         with Redis.from_url(self.redis_url, socket_timeout=2) as client:
             client.flushall()
 
     def stop(self) -> None:
-        for process in self.processes.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGCONT)  # a paused server cannot act on SIGTERM
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        shutil.rmtree(self.workdir / "mongo-data", ignore_errors=True)
+        super().stop()
+        shutil.rmtree(self.mongo_data, ignore_errors=True)
 
 
 class Replicas:
@@ -256,6 +154,25 @@ class Replicas:
             process.stop()
 
 
+class Threads:
+    """Daemon threads that run until ``stop()`` sets ``stopping``: the load's clients, the samplers."""
+
+    def __init__(self, join_timeout: float) -> None:
+        self.stopping = threading.Event()
+        self.join_timeout = join_timeout
+        self._threads: list[threading.Thread] = []
+
+    def start(self, target: Callable[..., None], *args: Any, name: str | None = None) -> None:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for thread in self._threads:
+            thread.join(timeout=self.join_timeout)
+
+
 @dataclass
 class Answer:
     method: str
@@ -275,24 +192,17 @@ class Load:
     workers: int = 5
     answers: list[Answer] = field(default_factory=list)
     created: dict[str, str] = field(default_factory=dict)  # session_id -> user_id of every 201
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _threads: list[threading.Thread] = field(default_factory=list)
+    _threads: Threads = field(default_factory=lambda: Threads(join_timeout=30))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> Load:
         for index in range(self.workers):
             users = USERS[index * 2 : index * 2 + 2]
-            thread = threading.Thread(
-                target=self._work, args=(index, users), name=f"load-{index}", daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
+            self._threads.start(self._work, index, users, name=f"load-{index}")
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=30)
+        self._threads.stop()
 
     def since(self, moment: float) -> list[Answer]:
         with self._lock:
@@ -309,7 +219,7 @@ class Load:
         held: list[str] = []
         turn = index
         with httpx.Client(timeout=15.0, headers=SERVICE) as client:
-            while not self._stop.is_set():
+            while not self._threads.stopping.is_set():
                 urls = self.urls()
                 if not urls:
                     time.sleep(0.05)
@@ -367,20 +277,15 @@ class Sampler:
     mongo_samples: int = 0
     redis_samples: int = 0
     over: list[str] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _threads: list[threading.Thread] = field(default_factory=list)
+    _threads: Threads = field(default_factory=lambda: Threads(join_timeout=10))
 
     def start(self) -> Sampler:
-        for target in (self._mongo, self._redis):
-            thread = threading.Thread(target=target, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self._threads.start(self._mongo)
+        self._threads.start(self._redis)
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=10)
+        self._threads.stop()
 
     def _mongo(self) -> None:
         client: MongoClient[dict[str, Any]] = MongoClient(
@@ -388,7 +293,7 @@ class Sampler:
         )
         sessions = client[self.database]["rdp_sessions"]
         try:
-            while not self._stop.wait(self.interval):
+            while not self._threads.stopping.wait(self.interval):
                 try:
                     live = list(
                         sessions.find(
@@ -412,7 +317,7 @@ class Sampler:
         with Redis.from_url(
             self.backends.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
         ) as client:
-            while not self._stop.wait(self.interval):
+            while not self._threads.stopping.wait(self.interval):
                 now = int(time.time() * 1000)
                 try:
                     with client.pipeline(transaction=False) as pipe:

@@ -113,9 +113,9 @@ def tier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tier]:
 
 # The faults: each acts on the tier while the load runs and returns when the fault has ended.
 def redis_killed_and_restarted_empty(tier: Tier) -> None:
-    tier.backends.kill("redis")
+    tier.backends.kill("Redis")
     time.sleep(1.0)
-    tier.backends.restart("redis")
+    tier.backends.restart("Redis")
 
 
 def redis_flushall(tier: Tier) -> None:
@@ -123,21 +123,21 @@ def redis_flushall(tier: Tier) -> None:
 
 
 def mongo_killed_and_restarted(tier: Tier) -> None:
-    tier.backends.kill("mongo")
+    tier.backends.kill("SecantusDB")
     time.sleep(1.0)
-    tier.backends.restart("mongo")
+    tier.backends.restart("SecantusDB")
 
 
 def mongo_down_longer_than_the_lease_ttl(tier: Tier) -> None:
-    tier.backends.kill("mongo")
+    tier.backends.kill("SecantusDB")
     time.sleep(LEASE_TTL + 3)
-    tier.backends.restart("mongo")
+    tier.backends.restart("SecantusDB")
 
 
 def mongo_hung_sigstop_then_sigcont(tier: Tier) -> None:
-    tier.backends.pause("mongo")
+    tier.backends.pause("SecantusDB")
     time.sleep(4 * BACKEND_TIMEOUT)
-    tier.backends.resume("mongo")
+    tier.backends.resume("SecantusDB")
 
 
 def replica_sigkilled_under_load(tier: Tier) -> None:
