@@ -87,15 +87,20 @@ class Api:
     def close(self) -> None:
         self.client.close()
 
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The service's answer, whatever its status; no connection or no answer is the error."""
         try:
-            response = self.client.request(method, path, **kwargs)
+            return self.client.request(method, path, **kwargs)
         except httpx.ConnectError:
             raise DevSessionError(
                 f"the service is not running at {self.url}: start it with `make run` in another terminal"
             ) from None
         except httpx.HTTPError as exc:
             raise DevSessionError(f"{method} {path}: {type(exc).__name__}: {exc}") from None
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The JSON body of a successful answer; an error answer is the error."""
+        response = self.request(method, path, **kwargs)
         if response.status_code >= 400:
             raise DevSessionError(f"{method} {path} answered {describe_error(response)}")
         return response.json()
@@ -129,14 +134,7 @@ class DevSession:
         return f"/api/v1/sessions/{self.session['session_id']}"
 
     def check_service(self) -> None:
-        try:
-            response = self.api.client.get("/health")
-        except httpx.ConnectError:
-            raise DevSessionError(
-                f"the service is not running at {self.api.url}: start it with `make run` in another terminal"
-            ) from None
-        except httpx.HTTPError as exc:
-            raise DevSessionError(f"the service at {self.api.url} did not answer: {exc}") from None
+        response = self.api.request("GET", "/health")
         if response.status_code != 200:
             raise DevSessionError(
                 f"the service at {self.api.url} is not healthy: GET /health answered {response.status_code}"
