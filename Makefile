@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv run session token test test-unit test-integration test-e2e test-faults lint bench clean
+.PHONY: help venv run session token test test-unit test-integration test-e2e test-faults lint openapi bench clean
 
 help:
 	@echo "make run               - the service on :8092 with the embedded MongoDB-compatible server, Redis, xrdp"
@@ -14,6 +14,7 @@ help:
 	@echo "make token             - a development token (operator + service) for the API at /docs"
 	@echo "make test              - lint, then the whole test suite (unit, integration, e2e)"
 	@echo "make lint              - ruff and mypy"
+	@echo "make openapi           - write openapi.yaml and the JSON schemas from the models (a test checks them)"
 	@echo "make test-unit | test-integration | test-e2e - one tier"
 	@echo "make test-faults       - the fault tier: MongoDB, Redis and a replica killed, flushed, hung under load"
 	@echo "make bench             - benchmark scripts (print figures)"
@@ -78,6 +79,9 @@ test-e2e: $(STAMP)
 
 test-faults: $(STAMP)
 	$(BIN)/pytest tests/faults
+
+openapi: $(STAMP)
+	$(BIN)/python -m rdp_controller.api_document
 
 bench: $(STAMP)
 	@for script in tests/performance/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done

@@ -33,9 +33,11 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Final
 
+from pydantic import BaseModel, ConfigDict
+
 
 class ErrorCode(StrEnum):
-    """Every ``error.code`` a client may see. Stable: clients switch on them."""
+    """Every `error.code` a client may see. Stable: clients switch on them."""
 
     # 400-415: the request itself
     BAD_REQUEST = "BAD_REQUEST"
@@ -114,8 +116,24 @@ STATUS: Final[dict[ErrorCode, int]] = {
 
 
 def error_body(code: ErrorCode | str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The one error body: ``{"error": {"code", "message", "details"}}``."""
+    """The one error body: ``{"error": {"code", "message", "details"}}`` (``ErrorBody``)."""
     return {"error": {"code": str(code), "message": message, "details": details or {}}}
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: ErrorCode
+    message: str
+    details: dict[str, Any]
+
+
+class ErrorBody(BaseModel):
+    """The body of every error answer (what ``error_body`` builds)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error: ErrorDetail
 
 
 class LucidError(Exception):

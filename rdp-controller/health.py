@@ -128,12 +128,14 @@ class HealthReport:
         mongo_ready: asyncio.Event,
         loops: Callable[[], dict[str, str]],
         relay: Callable[[], dict[str, object]],
+        schemas: Callable[[], dict[str, object]],
     ):
         self.checks = checks
         self.settings = settings
         self.mongo_ready = mongo_ready
         self.loops = loops
         self.relay = relay
+        self.schemas = schemas
 
     async def build(self) -> tuple[dict[str, Any], int]:
         """The body and its status: 503 without MongoDB, else 200 (healthy or degraded)."""
@@ -166,6 +168,7 @@ class HealthReport:
                 "redis": redis,
                 "background": self.loops(),
                 "relay": self.relay(),
+                "schemas": self.schemas(),
             },
             "integrations": integrations,
         }

@@ -3,7 +3,8 @@ Lucid RDP Controller: the FastAPI application.
 
 ``create_app(settings)`` builds the app; its lifespan builds every client (``Runtime``) and
 closes them on shutdown. The OpenAPI document served at ``/openapi.json`` and ``/docs`` is
-``openapi.yaml`` beside this file, loaded as it is (a test checks it matches the routes).
+``openapi.yaml`` beside this file, loaded as it is: ``make openapi`` generates it from the routes
+and the models (``api_document.py``), and a test fails when the committed file differs.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from . import __version__
 from .config import RdpControllerSettings, load_config
 from .http_errors import install_error_handlers
 from .middleware import BodySizeLimit, OptionsAllow
-from .routes import connections, servers, sessions, system
+from .routes import ROUTERS
 from .runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -104,6 +105,6 @@ def create_app(settings: RdpControllerSettings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(OptionsAllow)
     app.add_middleware(BodySizeLimit, max_bytes=settings.RDP_CONTROLLER_MAX_BODY_BYTES)
-    for module in (system, sessions, servers, connections):
-        app.include_router(module.router)
+    for router in ROUTERS:
+        app.include_router(router)
     return app

@@ -149,6 +149,7 @@ class Runtime:
             mongo_ready=self.mongo_ready,
             loops=self.background.summary,
             relay=self.relay.health,
+            schemas=self.schemas.health,
         )
         self.pool = ServerPool(self.servers, self.sessions, self.store)
         self.health_monitor = HealthMonitor(

@@ -60,6 +60,11 @@ class SchemaValidator:
     def enabled(self) -> bool:
         return bool(self._validators)
 
+    def health(self) -> dict[str, object]:
+        """``components.schemas`` of ``/health``: ``degraded`` when a schema did not load (its checks
+        are off)."""
+        return {"status": "degraded" if self.load_errors else "loaded", "errors": dict(self.load_errors)}
+
     def _load(self, name: str, path: Path) -> None:
         try:
             schema = json.loads(path.read_text(encoding="utf-8"))

@@ -22,37 +22,28 @@ reconciler has rebuilt them from MongoDB.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import random
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from pydantic import Field, ValidationInfo, field_validator
 from redis.exceptions import RedisError
 
 from common.errors import BackendUnavailable, Conflict, NoCapacity, NotFound, ValidationFailed
 
 from .config import RdpControllerSettings
 from .metrics import Metrics
-from .models import Labels, ServerState, StrictModel, check_labels, is_uuid
+from .models import ServerState, is_uuid
+from .server_models import ServerCreate, ServerUpdate
 from .storage.mongo import MongoStore, new_id, utcnow
 from .storage.redis import Lease, RedisCoordination, Reservation
 
 logger = logging.getLogger(__name__)
 
 SessionIds = list[str]  # (the method ``list`` below shadows the builtin inside the class)
-
-NUMERIC_LABEL_RE = re.compile(r"^[0-9]+$")
-BROADCAST = ipaddress.IPv4Address("255.255.255.255")
-HOSTNAME_RE = re.compile(
-    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
-)
-
 
 # Servers carrying this label (the warm pool's) are placed on only when a session is pinned to them.
 DEDICATED_LABEL = "dedicated"
@@ -66,26 +57,6 @@ UNTRUSTED_WAIT_SHARE = 0.5
 UNTRUSTED_POLL_SECONDS = 0.05
 
 
-def check_address(value: str) -> str:
-    """An IP address (normalised) or a host name (lower case) an RDP client can connect to.
-
-    Refused: what is neither; names whose last label is all digits (``999.1.1.1``, ``10.0.0.01``:
-    malformed IPv4 addresses, not names); the unspecified, multicast and broadcast addresses; IPv6
-    addresses with a zone (``fe80::1%eth0``). openapi.yaml says the same (``ServerCreate.address``).
-    """
-    try:
-        address = ipaddress.ip_address(value)
-    except ValueError:
-        if HOSTNAME_RE.fullmatch(value) and not NUMERIC_LABEL_RE.fullmatch(value.rsplit(".", 1)[-1]):
-            return value.lower()
-        raise ValueError("must be an IP address or a host name") from None
-    if address.is_unspecified or address.is_multicast or address == BROADCAST:
-        raise ValueError(f"{address} is not the address of a host")
-    if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
-        raise ValueError("a scoped IPv6 address (%zone) names an interface of one machine, not a host")
-    return str(address)
-
-
 def health_state_of(document: Mapping[str, Any]) -> ServerState:
     """The health the monitor last measured for a server (``available`` before any probe)."""
     value = document.get("health_state") or document.get("state")
@@ -93,51 +64,6 @@ def health_state_of(document: Mapping[str, Any]) -> ServerState:
         if value == state.value:
             return state
     return ServerState.AVAILABLE
-
-
-class ServerCreate(StrictModel):
-    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    address: str = Field(min_length=1, max_length=253)
-    port: int = Field(default=3389, ge=1, le=65535)
-    capacity: int = Field(default=10, ge=1, le=10_000)
-    weight: float = Field(default=1.0, gt=0, le=1000)
-    labels: Labels = Field(default_factory=dict)
-    pinned_cert_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
-
-    @field_validator("address")
-    @classmethod
-    def _address(cls, value: str) -> str:
-        return check_address(value)
-
-    @field_validator("labels")
-    @classmethod
-    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
-        return check_labels(value)
-
-
-class ServerUpdate(StrictModel):
-    capacity: int | None = Field(default=None, ge=1, le=10_000)
-    weight: float | None = Field(default=None, gt=0, le=1000)
-    labels: Labels | None = None
-    draining: bool | None = Field(default=None, description="Take no new sessions; keep existing ones")
-    drain_deadline_seconds: int | None = Field(
-        default=None, ge=0, le=7 * 86400, description="With draining: terminate remaining sessions after this"
-    )
-    disabled: bool | None = None
-    pinned_cert_sha256: str | None = Field(default=None, pattern=r"^([0-9a-f]{64})?$")
-
-    @field_validator("labels")
-    @classmethod
-    def _labels(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        return None if value is None else check_labels(value)
-
-    @field_validator("drain_deadline_seconds")
-    @classmethod
-    def _deadline_with_drain(cls, value: int | None, info: ValidationInfo) -> int | None:
-        # ``draining`` is declared first, so it is in ``info.data`` when it was valid.
-        if value is not None and "draining" in info.data and info.data["draining"] is not True:
-            raise ValueError("only with draining=true")
-        return value
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,8 @@ from common.errors import LucidError, NoCapacity, NotFound
 from ..config import RdpControllerSettings
 from ..metrics import Metrics
 from ..models import FINAL_STATUSES, ServerState
-from ..server_registry import ServerCreate, ServerRegistry
+from ..server_models import ServerCreate
+from ..server_registry import ServerRegistry
 from ..storage.mongo import new_id, utcnow
 from ..storage.sessions import SessionRepository
 from .errors import ServiceError, ServiceNotFoundError

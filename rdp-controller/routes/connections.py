@@ -7,21 +7,25 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
-from pydantic import Field
 
-from ..models import ID_PATTERN, MAX_LIST_LIMIT, StrictModel
+from ..connection_models import ConnectionList, ConnectionMetrics, PoolHealth, RedeemedToken, RedeemRequest
+from ..models import ID_PATTERN, MAX_LIST_LIMIT
 from .deps import ConnectionServices, require_privileged
+from .responses import errors
 
 router = APIRouter(
     prefix="/api/v1/connections", tags=["connections"], dependencies=[Depends(require_privileged)]
 )
 
 
-class RedeemRequest(StrictModel):
-    token: str = Field(min_length=1, max_length=256)
-
-
-@router.get("")
+@router.get(
+    "",
+    summary="List client connections, newest first (operator or service)",
+    operation_id="listConnections",
+    response_model=ConnectionList,
+    response_description="Connections",
+    responses=errors(401, 403, 422, 429),
+)
 async def list_connections(
     services: ConnectionServices,
     session_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
@@ -40,19 +44,43 @@ async def list_connections(
     return JSONResponse({"items": jsonable_encoder(documents)})
 
 
-@router.get("/health")
+@router.get(
+    "/health",
+    summary="Health of the host pool (servers by state, reachability of their last probes) "
+    "(operator or service)",
+    operation_id="connectionsHealth",
+    response_model=PoolHealth,
+    response_description="Pool health",
+    responses=errors(401, 403, 429),
+)
 async def pool_health(services: ConnectionServices) -> JSONResponse:
-    """Servers by state and the reachability of their last probes; ``monitor`` is this replica's loop."""
     body = await services.monitor.pool_health(services.monitor_loop)
     return JSONResponse(body)
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    summary="Connection and pool figures (operator or service)",
+    operation_id="connectionsMetrics",
+    response_model=ConnectionMetrics,
+    response_description="Figures",
+    responses=errors(401, 403, 429),
+)
 async def connection_metrics(services: ConnectionServices) -> JSONResponse:
     return JSONResponse(jsonable_encoder(await services.monitor.connection_metrics()))
 
 
-@router.post("/redeem")
+@router.post(
+    "/redeem",
+    summary="Exchange a one-time connection token for its session (works once) (operator or service)",
+    operation_id="redeemConnectionToken",
+    response_model=RedeemedToken,
+    response_description="What the token was issued for",
+    responses=errors(401, 403, 413, 422, 429, 503),
+)
 async def redeem_token(request: RedeemRequest, services: ConnectionServices) -> JSONResponse:
-    """Exchange a one-time connection token (from connect) for its session; works once."""
+    """A token that is unknown, malformed, expired or already used is a 401 with code `TOKEN_INVALID`
+    (the same answer for each, so a caller learns nothing about which). A body that is not
+    `{"token": <string of 1 to 256 characters>}` is a 422.
+    """
     return JSONResponse(jsonable_encoder(await services.tokens.redeem(request.token)))

@@ -13,24 +13,37 @@ from common.errors import ValidationFailed
 from security.principals import Principal
 
 from ..models import (
+    CURSOR_PATTERN,
     ID_PATTERN,
     MAX_LIST_LIMIT,
     USER_ID_PATTERN,
     ActivityRequest,
+    ConnectionDescriptor,
     CreateSessionRequest,
     Session,
+    SessionEventList,
+    SessionHealth,
+    SessionMetrics,
+    SessionPage,
     SessionStatus,
     StatusUpdateRequest,
     TerminationReason,
 )
 from ..schema_validator import SchemaValidator
 from .deps import Caller, SessionServices, creator_of, owner_of
+from .responses import errors
 
 router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
 
 IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 SessionIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="Session id (UUID)")]
 Document = dict[str, Any]
+# The cursors the service issues, or empty (the first page); decode_cursor refuses the others.
+LIST_CURSOR_PATTERN = f"^({CURSOR_PATTERN[1:-1]})?$"
+
+
+class RdpFileResponse(Response):
+    media_type = "application/x-rdp"
 
 
 def session_body(
@@ -47,13 +60,44 @@ def actor_of(principal: Principal) -> str:
     return principal.subject
 
 
-@router.post("", status_code=201)
+@router.post(
+    "",
+    status_code=201,
+    summary="Create a session (or return the one an Idempotency-Key or a suspended session names)",
+    operation_id="createSession",
+    response_model=Session,
+    response_description="Created",
+    responses={
+        202: {
+            "model": Session,
+            "description": "Creating - its dedicated server is being provisioned (poll the session)",
+        },
+        200: {
+            "model": Session,
+            "description": "The session this Idempotency-Key created before, "
+            "or a reconnected suspended session",
+        },
+        **errors(401, 403, 404, 409, 413, 422, 429, 503),
+    },
+)
 async def create_session(
     request: CreateSessionRequest,
     services: SessionServices,
     principal: Caller,
-    idempotency_key: str | None = Header(default=None, alias="Idempotency-Key"),
+    idempotency_key: str | None = Header(
+        default=None, alias="Idempotency-Key", json_schema_extra={"pattern": IDEMPOTENCY_KEY_RE.pattern}
+    ),
 ) -> JSONResponse:
+    """A `user` creates for itself (`user_id` may be omitted); `service` and `operator` name the `user_id`.
+    When the user has a suspended session with the same resolution, colour depth and labels, it is
+    reconnected and returned with `reconnected: true` (200), unless `new_session` is true.
+    An `Idempotency-Key` returns the first answer's session, whatever path the first request took
+    (new, reconnected), on any replica; a request that arrives while the first is still under way
+    waits for it (409 `IDEMPOTENCY_KEY_IN_PROGRESS` after a few backend timeouts).
+    With `dedicated_server` and no warm server free, the session is `creating` (202) while its
+    server is provisioned, then `ready`, or `error` (with `error_detail` saying why) after a failure or
+    RDP_CONTROLLER_PROVISION_TIMEOUT.
+    """
     if idempotency_key is not None and not IDEMPOTENCY_KEY_RE.fullmatch(idempotency_key):
         raise ValidationFailed(
             "Idempotency-Key: 1 to 128 characters of A-Z a-z 0-9 _ . : -",
@@ -68,7 +112,14 @@ async def create_session(
     return session_body(services.schemas, document, status_code, reconnected=document.get("reconnected"))
 
 
-@router.get("")
+@router.get(
+    "",
+    summary="List sessions, newest first (a user sees its own only)",
+    operation_id="listSessions",
+    response_model=SessionPage,
+    response_description="A page of sessions",
+    responses=errors(401, 422, 429),
+)
 async def list_sessions(
     services: SessionServices,
     principal: Caller,
@@ -76,7 +127,15 @@ async def list_sessions(
     status: SessionStatus | None = None,
     server_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = 50,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=512,
+            description="`next_cursor` of the previous page, as it is: the position after that page's last "
+            "session (empty: the first page)",
+            json_schema_extra={"pattern": LIST_CURSOR_PATTERN},
+        ),
+    ] = None,
 ) -> JSONResponse:
     owner = owner_of(principal)
     if owner is not None and user_id not in (None, owner):
@@ -97,7 +156,14 @@ async def list_sessions(
     return JSONResponse(body)
 
 
-@router.get("/{session_id}")
+@router.get(
+    "/{session_id}",
+    summary="Get a session",
+    operation_id="getSession",
+    response_model=Session,
+    response_description="The session",
+    responses=errors(401, 404, 422, 429),
+)
 async def get_session(
     session_id: SessionIdPath,
     services: SessionServices,
@@ -106,7 +172,14 @@ async def get_session(
     return session_body(services.schemas, await services.sessions.get(session_id, owner=owner_of(principal)))
 
 
-@router.delete("/{session_id}")
+@router.delete(
+    "/{session_id}",
+    summary="Terminate a session (idempotent; a final session is returned as it is)",
+    operation_id="terminateSession",
+    response_model=Session,
+    response_description="The terminated session",
+    responses=errors(401, 404, 409, 422, 429),
+)
 async def terminate_session(
     session_id: SessionIdPath,
     services: SessionServices,
@@ -119,13 +192,26 @@ async def terminate_session(
     return session_body(services.schemas, document)
 
 
-@router.post("/{session_id}/connect")
+@router.post(
+    "/{session_id}/connect",
+    summary="Where to connect and a one-time token (a ready, active or idle session)",
+    operation_id="connectSession",
+    response_model=ConnectionDescriptor,
+    response_description="Connection descriptor",
+    responses=errors(401, 404, 409, 422, 429, 503),
+)
 async def connect_session(
     session_id: SessionIdPath,
     request: Request,
     services: SessionServices,
     principal: Caller,
 ) -> JSONResponse:
+    """Relay mode: issues a descriptor naming the relay and a one-time token; nothing moves until the
+    relay connects the client to the host (then the session is `active`, reason `client_connected`).
+    A client connecting to an active session takes it over (the older connection is closed).
+    Direct mode (RDP_CONTROLLER_RELAY_PORT=0): the session becomes `active` at once, since the
+    controller cannot see the client. A suspended session answers 409: use `.../reconnect`.
+    """
     client = request.client.host if request.client else None
     descriptor = await services.sessions.connect(
         session_id, owner=owner_of(principal), actor=actor_of(principal), client_address=client
@@ -135,7 +221,15 @@ async def connect_session(
     return JSONResponse(body)
 
 
-@router.get("/{session_id}/rdp", response_class=Response)
+@router.get(
+    "/{session_id}/rdp",
+    response_class=RdpFileResponse,
+    summary="Download the session's .rdp file "
+    "(relay mode - with a fresh one-time token; direct mode - without one)",
+    operation_id="downloadRdpFile",
+    response_description="The .rdp file",
+    responses=errors(401, 404, 409, 422, 429),
+)
 async def download_rdp_file(
     session_id: SessionIdPath,
     services: SessionServices,
@@ -149,7 +243,14 @@ async def download_rdp_file(
     )
 
 
-@router.post("/{session_id}/disconnect")
+@router.post(
+    "/{session_id}/disconnect",
+    summary="The client disconnected (active/idle -> suspended); the disconnect timer starts",
+    operation_id="disconnectSession",
+    response_model=Session,
+    response_description="The suspended session",
+    responses=errors(401, 404, 409, 422, 429),
+)
 async def disconnect_session(
     session_id: SessionIdPath,
     services: SessionServices,
@@ -161,12 +262,22 @@ async def disconnect_session(
     return session_body(services.schemas, document)
 
 
-@router.post("/{session_id}/reconnect")
+@router.post(
+    "/{session_id}/reconnect",
+    summary="Reconnect a suspended session to its own server (a new descriptor and token)",
+    operation_id="reconnectSession",
+    response_model=ConnectionDescriptor,
+    response_description="Connection descriptor",
+    responses=errors(401, 404, 409, 422, 429, 503),
+)
 async def reconnect_session(
     session_id: SessionIdPath,
     services: SessionServices,
     principal: Caller,
 ) -> JSONResponse:
+    """Relay mode: the session stays `suspended` until the relay connects the client to the same host
+    with the new token (then `active`). Direct mode: the session becomes `active` at once.
+    """
     descriptor = await services.sessions.reconnect_with_descriptor(
         session_id, owner=owner_of(principal), actor=actor_of(principal)
     )
@@ -175,12 +286,24 @@ async def reconnect_session(
     return JSONResponse(body)
 
 
-@router.post("/{session_id}/activity")
+@router.post(
+    "/{session_id}/activity",
+    summary="Activity heartbeat (resets the idle timer; idle -> active)",
+    operation_id="recordActivity",
+    response_model=Session,
+    response_description="The session",
+    responses=errors(401, 404, 409, 413, 422, 429),
+)
 async def record_activity(
     session_id: SessionIdPath,
     services: SessionServices,
     principal: Caller,
-    activity: Annotated[ActivityRequest | None, Body()] = None,
+    activity: Annotated[
+        ActivityRequest | None,
+        Body(
+            description='Optional traffic figures; no body, `{}` and `null` all mean "activity, no figures".'
+        ),
+    ] = None,
 ) -> JSONResponse:
     activity = activity or ActivityRequest()
     document = await services.sessions.record_activity(
@@ -193,7 +316,14 @@ async def record_activity(
     return session_body(services.schemas, document)
 
 
-@router.put("/{session_id}/status")
+@router.put(
+    "/{session_id}/status",
+    summary="Move a session to another status, checked against the state machine",
+    operation_id="updateSessionStatus",
+    response_model=Session,
+    response_description="The session",
+    responses=errors(401, 404, 409, 413, 422, 429),
+)
 async def update_status(
     session_id: SessionIdPath,
     update: StatusUpdateRequest,
@@ -206,7 +336,14 @@ async def update_status(
     return session_body(services.schemas, document)
 
 
-@router.get("/{session_id}/events")
+@router.get(
+    "/{session_id}/events",
+    summary="The session's state changes, oldest first",
+    operation_id="sessionEvents",
+    response_model=SessionEventList,
+    response_description="Events",
+    responses=errors(401, 404, 422, 429),
+)
 async def session_events(
     session_id: SessionIdPath,
     services: SessionServices,
@@ -220,7 +357,14 @@ async def session_events(
     return JSONResponse(body)
 
 
-@router.get("/{session_id}/metrics")
+@router.get(
+    "/{session_id}/metrics",
+    summary="Session figures (durations, traffic, and rdp-monitor's figures when configured)",
+    operation_id="sessionMetrics",
+    response_model=SessionMetrics,
+    response_description="Figures",
+    responses=errors(401, 404, 422, 429),
+)
 async def session_metrics(
     session_id: SessionIdPath,
     services: SessionServices,
@@ -231,7 +375,14 @@ async def session_metrics(
     return JSONResponse(body)
 
 
-@router.get("/{session_id}/health")
+@router.get(
+    "/{session_id}/health",
+    summary="Session health (its server's state and last probe, time left on each timer)",
+    operation_id="sessionHealth",
+    response_model=SessionHealth,
+    response_description="Health",
+    responses=errors(401, 404, 422, 429),
+)
 async def session_health(
     session_id: SessionIdPath,
     services: SessionServices,

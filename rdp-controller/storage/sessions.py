@@ -17,13 +17,12 @@ from pymongo.errors import DuplicateKeyError
 from common.backends import MongoDocument
 from common.errors import ValidationFailed
 
-from ..models import FINAL_STATUSES, LIVE_STATUSES, SessionStatus
+from ..models import CURSOR_PATTERN, FINAL_STATUSES, LIVE_STATUSES, SessionStatus
 from .documents import NO_ID, utcnow
 
 # A page cursor is the position of the last session of the page: its ``created_at`` in microseconds
 # since the epoch, and its ``session_id``. Any string of this form is a valid position (nothing is
 # trusted from it but two sort keys), so openapi.yaml can say exactly which cursors are accepted.
-CURSOR_PATTERN = r"^[0-9]{1,17}\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 CURSOR_RE = re.compile(CURSOR_PATTERN)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)

@@ -23,11 +23,20 @@ DEV_TOOLS = ("common.devstack", "common.devsession")  # make run / make session:
 LAYERS: list[tuple[str, ...]] = [
     ("protocol", "common"),  # common: errors, backend clients, the xrdp launcher (common.log: above)
     ("security",),
-    ("common.log", "rdp_controller.models", "rdp_controller.config", "rdp_controller.metrics"),
+    (
+        "common.log",
+        "rdp_controller.models",
+        "rdp_controller.server_models",
+        "rdp_controller.connection_models",
+        "rdp_controller.system_models",
+        "rdp_controller.config",
+        "rdp_controller.metrics",
+    ),
     ("rdp_controller.session_states", "rdp_controller.storage"),
     ("rdp_controller",),  # the services: everything not named elsewhere
     ("rdp_controller.runtime", "rdp_controller.http_errors", "rdp_controller.middleware"),
     ("rdp_controller.routes", "rdp_controller.main", "rdp_controller.entrypoint"),
+    ("rdp_controller.api_document",),  # make openapi: the document of the routes
 ]
 
 

@@ -9,12 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from fastapi import FastAPI
-from jsonschema import Draft202012Validator
 
-from rdp_controller.main import OPENAPI_FILE
 from tests.support.app import auth
+from tests.support.openapi import violations
 
 OPERATOR = auth("op", "operator")
 SERVICE = auth("svc", "service")
@@ -22,34 +20,12 @@ SERVICE = auth("svc", "service")
 SchemaCheck = Callable[[str, Any], None]
 
 
-def _to_json_schema(node: Any) -> Any:
-    """OpenAPI 3.0 schema objects as JSON Schema 2020-12 (nullable, boolean exclusiveMinimum, $ref)."""
-    if isinstance(node, list):
-        return [_to_json_schema(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    out = {key: _to_json_schema(value) for key, value in node.items() if key not in ("nullable", "example")}
-    if isinstance(out.get("$ref"), str):
-        out["$ref"] = out["$ref"].replace("#/components/schemas/", "#/$defs/")
-    if node.get("exclusiveMinimum") is True:
-        out["exclusiveMinimum"] = out.pop("minimum")
-    if node.get("nullable") is True:
-        return {"anyOf": [out, {"type": "null"}]}
-    return out
-
-
 @pytest.fixture(scope="session")
 def api_schema() -> SchemaCheck:
     """``check(name, body)``: the body matches ``components/schemas/<name>`` of openapi.yaml."""
-    spec = yaml.safe_load(OPENAPI_FILE.read_text(encoding="utf-8"))
-    definitions = _to_json_schema(spec["components"]["schemas"])
 
     def check(name: str, body: Any) -> None:
-        schema = {"$defs": definitions, "$ref": f"#/$defs/{name}"}
-        validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
-        problems = [
-            f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(body)
-        ]
+        problems = violations(name, body)
         assert not problems, f"{name} does not match openapi.yaml: {problems}"
 
     return check

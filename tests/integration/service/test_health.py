@@ -58,6 +58,7 @@ async def test_healthy_with_both_backends(mongo_url: str, redis_url: str) -> Non
         "indexes": "ready",
     }
     assert body["components"]["redis"]["status"] == "up"
+    assert body["components"]["schemas"] == {"status": "loaded", "errors": {}}
     assert body["integrations"]["session_recorder"] == {"status": "not_configured"}
 
 

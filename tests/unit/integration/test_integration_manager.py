@@ -26,7 +26,7 @@ HEALTH_SCHEMA = json.loads(
     (Path(__file__).parents[3] / "rdp-controller" / "health-schema.json").read_text(encoding="utf-8")
 )
 INTEGRATIONS_SCHEMA = {
-    **HEALTH_SCHEMA["properties"]["integrations"],
+    **HEALTH_SCHEMA["definitions"]["Health"]["properties"]["integrations"],
     "definitions": HEALTH_SCHEMA["definitions"],
 }
 ALL_URLS = {

@@ -26,7 +26,7 @@ HEALTH_SCHEMA = json.loads(
     (Path(__file__).parents[3] / "rdp-controller" / "health-schema.json").read_text(encoding="utf-8")
 )
 INTEGRATION_SCHEMA = {
-    **HEALTH_SCHEMA["definitions"]["integration"],
+    **HEALTH_SCHEMA["definitions"]["IntegrationHealth"],
     "definitions": HEALTH_SCHEMA["definitions"],
 }
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from rdp_controller.server_registry import ServerCreate, ServerUpdate, check_address
+from rdp_controller.server_models import ServerCreate, ServerUpdate, check_address
 
 
 @pytest.mark.parametrize(

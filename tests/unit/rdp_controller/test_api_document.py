@@ -1,4 +1,5 @@
-"""The served OpenAPI document is openapi.yaml, and it describes exactly the routes the app has."""
+"""openapi.yaml and the JSON schemas are what the models generate; the app serves that document,
+and it describes exactly the routes the app has."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 import yaml
 from fastapi.openapi.utils import get_openapi
 
+from rdp_controller import api_document
 from rdp_controller.config import RdpControllerSettings
 from rdp_controller.main import OPENAPI_FILE, create_app
 
@@ -28,6 +30,28 @@ def app_routes() -> set[tuple[str, str]]:
 
 def spec_routes() -> set[tuple[str, str]]:
     return {(path, method) for path, item in SPEC["paths"].items() for method in item if method in METHODS}
+
+
+@pytest.mark.parametrize("filename", sorted(api_document.rendered()))
+def test_committed_file_is_what_the_models_generate(filename: str) -> None:
+    committed = (OPENAPI_FILE.parent / filename).read_text(encoding="utf-8")
+    assert committed == api_document.rendered()[filename], f"{filename} is stale: run make openapi"
+
+
+def test_check_mode_names_a_stale_file_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for filename, text in api_document.rendered().items():
+        (tmp_path / filename).write_text(text, encoding="utf-8")
+    assert api_document.main(["--check", "--directory", str(tmp_path)]) == 0
+    (tmp_path / "health-schema.json").write_text("{}", encoding="utf-8")
+    assert api_document.main(["--check", "--directory", str(tmp_path)]) == 1
+    assert "health-schema.json" in capsys.readouterr().err
+    assert (tmp_path / "health-schema.json").read_text(encoding="utf-8") == "{}"
+    assert api_document.main(["--directory", str(tmp_path)]) == 0
+    assert (tmp_path / "health-schema.json").read_text(encoding="utf-8") == api_document.rendered()[
+        "health-schema.json"
+    ]
 
 
 async def test_served_document_is_openapi_yaml() -> None:

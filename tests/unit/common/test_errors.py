@@ -24,8 +24,9 @@ def test_the_openapi_document_lists_every_code_with_its_status() -> None:
     schema = document["components"]["schemas"]["ErrorCode"]
     assert schema["enum"] == [code.value for code in ErrorCode]
     assert schema["x-status"] == {code.value: status for code, status in STATUS.items()}
-    error = document["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]
-    assert error == {"$ref": "#/components/schemas/ErrorCode"}
+    schemas = document["components"]["schemas"]
+    assert schemas["ErrorBody"]["properties"]["error"] == {"$ref": "#/components/schemas/ErrorDetail"}
+    assert schemas["ErrorDetail"]["properties"]["code"] == {"$ref": "#/components/schemas/ErrorCode"}
 
 
 def test_the_code_decides_the_status_whichever_class_raises_it() -> None:

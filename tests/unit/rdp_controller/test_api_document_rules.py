@@ -1,11 +1,13 @@
-"""openapi.yaml accepts exactly what the code accepts, rule by rule (the document used to say less).
+"""openapi.yaml accepts exactly what the code accepts, rule by rule.
 
-Each test runs one corpus of inputs - the edges of the rule, what a fuzzer or a generated client
-sends - through both the request schema of openapi.yaml (as JSON Schema, formats checked) and the
-code's own validation, and asserts they agree on every input. A rule the document did not express
-(a cursor it did not issue, a drain deadline without draining, a non-ASCII address, a resolution
-beyond the limits, a label key outside the pattern, a reason for a status other than terminated)
-shows up as an input one side accepts and the other refuses.
+The document is generated from the models, but a rule a validator enforces in code (a resolution
+range, label keys, a drain deadline only with draining) reaches it only through the model's
+``json_schema_extra``. Each test runs one corpus of inputs - the edges of the rule, what a fuzzer or
+a generated client sends - through both the request schema of openapi.yaml (as JSON Schema, formats
+checked) and the code's own validation, and asserts they agree on every input. A rule the document
+does not express (a cursor it did not issue, a drain deadline without draining, a non-ASCII address,
+a resolution beyond the limits, a label key outside the pattern, a reason for a status other than
+terminated) shows up as an input one side accepts and the other refuses.
 """
 
 from __future__ import annotations
@@ -14,48 +16,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import yaml
-from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
 from common.errors import ValidationFailed
-from rdp_controller.main import OPENAPI_FILE
 from rdp_controller.models import SessionConfig, StatusUpdateRequest
-from rdp_controller.server_registry import ServerCreate, ServerUpdate
+from rdp_controller.server_models import ServerCreate, ServerUpdate
 from rdp_controller.storage.mongo import decode_cursor, encode_cursor
+from tests.support.openapi import SPEC, component, validator
 
-SPEC = yaml.safe_load(OPENAPI_FILE.read_text(encoding="utf-8"))
 SOME_ID = "0b6c9c5e-4f0e-4c53-9d53-4f5f3b0e9a11"
 
 
-def to_json_schema(node: Any) -> Any:
-    """OpenAPI 3.0 schema objects as JSON Schema 2020-12 (nullable, boolean exclusiveMinimum, $ref)."""
-    if isinstance(node, list):
-        return [to_json_schema(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    out = {key: to_json_schema(value) for key, value in node.items() if key not in ("nullable", "example")}
-    if isinstance(out.get("$ref"), str):
-        out["$ref"] = out["$ref"].replace("#/components/schemas/", "#/$defs/")
-    if node.get("exclusiveMinimum") is True:
-        out["exclusiveMinimum"] = out.pop("minimum")
-    if node.get("nullable") is True:
-        return {"anyOf": [out, {"type": "null"}]}
-    return out
-
-
-DEFINITIONS = to_json_schema(SPEC["components"]["schemas"])
-
-
 def spec_accepts(schema: dict[str, Any], value: Any) -> bool:
-    validator = Draft202012Validator(
-        {"$defs": DEFINITIONS, **to_json_schema(schema)}, format_checker=Draft202012Validator.FORMAT_CHECKER
-    )
-    return validator.is_valid(value)
-
-
-def component(name: str) -> dict[str, Any]:
-    return {"$ref": f"#/components/schemas/{name}"}
+    return validator(schema).is_valid(value)
 
 
 def model_accepts(model: Any, value: Any) -> bool:
@@ -90,7 +63,7 @@ def test_display_resolution_limits() -> None:
         "x1080",
         "",
     ]
-    schema = component("SessionConfigRequest")
+    schema = component("SessionConfig")
     assert disagreements(schema, SessionConfig, [{"display_resolution": v} for v in values]) == []
 
 
@@ -174,7 +147,7 @@ LABEL_KEYS = [
 @pytest.mark.parametrize(
     ("schema", "model", "wrap"),
     [
-        (component("SessionConfigRequest"), SessionConfig, lambda labels: {"labels": labels}),
+        (component("SessionConfig"), SessionConfig, lambda labels: {"labels": labels}),
         (
             component("ServerCreate"),
             ServerCreate,
