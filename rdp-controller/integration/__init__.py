@@ -5,10 +5,14 @@ session-processor and rdp-monitor.
 * ``IntegrationManager`` (``integration_manager.py``): lazy clients from the ``*_URL`` settings,
   ``health_check_all``, ``close_all``.
 * ``ServiceClientBase`` (``service_base.py``): one pooled ``httpx.AsyncClient`` per peer, retries
-  with full-jitter backoff, typed errors, circuit breaker; one ``<peer>_client.py`` per peer.
-* ``Outbox`` (``outbox.py``): durable, at-least-once deliveries with idempotency keys.
+  with full-jitter backoff, typed errors, circuit breaker; one ``<peer>_client.py`` per peer, with
+  the calls the outbox may deliver to it (``DeliverableCall``, ``deliverable.py``).
+* ``Outbox`` (``outbox.py``): durable, at-least-once deliveries with idempotency keys; it knows no
+  peer, only the calls it is built with.
 * ``IntegrationHooks`` (``lifecycle.py``): session transitions -> outbox deliveries.
 * ``WarmPool`` (``warm_pool.py``): dedicated servers, provisioned ahead or on demand.
+
+The outbox's MongoDB documents are ``storage/outbox.py``'s repository.
 
 ``build_integrations`` assembles them for ``Runtime``; nothing here connects at import time.
 """
@@ -26,10 +30,11 @@ from ..metrics import Metrics
 from ..server_registry import ServerRegistry
 from ..storage.mongo import MongoStore
 from .circuit_breaker import CircuitState
+from .deliverable import DeliverableCall
 from .errors import CircuitOpenError, ServiceError, ServiceNotFoundError, ServiceTimeoutError
-from .integration_manager import IntegrationManager
+from .integration_manager import SERVER_MANAGER, IntegrationManager
 from .lifecycle import RELEASE_DEDICATED, IntegrationHooks
-from .outbox import SERVER_MANAGER, Outbox
+from .outbox import Outbox
 from .service_base import ServiceClientBase
 from .warm_pool import COLLECTION as WARM_POOL_COLLECTION
 from .warm_pool import WarmPool
@@ -82,8 +87,7 @@ class Integrations:
     metrics: Metrics
 
     async def ensure_indexes(self) -> None:
-        """Outbox and warm-pool indexes; idempotent (call from the bootstrap, after ``MongoStore``'s)."""
-        await self.outbox.ensure_indexes()
+        """The warm pool's indexes, when there is one; idempotent (``MongoStore`` makes the outbox's)."""
         if self.warm_pool is not None:
             await self.warm_pool.ensure_indexes()
 
@@ -161,19 +165,21 @@ def build_integrations(
 ) -> Integrations:
     """Assemble the integration layer; connects to nothing (clients are created on first use)."""
     manager = IntegrationManager(settings)
-    # A claim outlives one call with all its retries and backoff, so a slow peer is not sent twice.
-    claim_seconds = settings.SERVICE_TIMEOUT_SECONDS * settings.SERVICE_RETRY_COUNT * 2 + 30
-    outbox = Outbox(
-        store.outbox,
-        manager,
-        metrics=metrics,
-        base_delay=settings.RDP_CONTROLLER_OUTBOX_INTERVAL,
-        claim_seconds=claim_seconds,
-    )
+    operations = manager.deliverable_calls()
     warm_pool: WarmPool | None = None
     if manager.is_configured(SERVER_MANAGER):
         collection = store.database[WARM_POOL_COLLECTION]
         warm_pool = WarmPool(collection, manager, connections, store.sessions, settings, metrics)
-        outbox.register(SERVER_MANAGER, RELEASE_DEDICATED, warm_pool.release_for_session)
+        operations[(SERVER_MANAGER, RELEASE_DEDICATED)] = DeliverableCall(warm_pool.release_for_session)
+    # A claim outlives one call with all its retries and backoff, so a slow peer is not sent twice.
+    claim_seconds = settings.SERVICE_TIMEOUT_SECONDS * settings.SERVICE_RETRY_COUNT * 2 + 30
+    outbox = Outbox(
+        store.outbox,
+        operations,
+        configured=manager.is_configured,
+        metrics=metrics,
+        base_delay=settings.RDP_CONTROLLER_OUTBOX_INTERVAL,
+        claim_seconds=claim_seconds,
+    )
     hooks = IntegrationHooks(outbox, metrics=metrics)
     return Integrations(settings, manager, outbox, hooks, warm_pool, background, mongo_ready, metrics)

@@ -34,3 +34,7 @@ class CircuitOpenError(ServiceError):
     def __init__(self, message: str, *, retry_in: float):
         super().__init__(message, retryable=True)
         self.retry_in = retry_in
+
+
+class PeerNotConfigured(ServiceError):
+    """The peer has no usable client on this replica (its URL unset or invalid): nothing was called."""

@@ -29,6 +29,8 @@ from security.jwt_auth import MIN_SECRET_LENGTH, mint_token
 
 from ..config import RdpControllerSettings
 from .circuit_breaker import Clock
+from .deliverable import DeliverableCalls
+from .errors import PeerNotConfigured
 from .rdp_monitor_client import RdpMonitorClient
 from .rdp_server_manager_client import RdpServerManagerClient
 from .service_base import ServiceClientBase, Sleep, redact_url
@@ -44,12 +46,18 @@ TOKEN_REFRESH_MARGIN: Final = 60
 HEALTH_TIMEOUT_SECONDS: Final = 5.0
 """Per-peer bound of ``health_check_all`` (or the service timeout when that is shorter)."""
 
-# Health key -> (settings variable, peer service name = token audience, client class).
+# The peers' keys: in /health, in the outbox's deliveries and in the metrics' labels.
+SERVER_MANAGER: Final = "rdp_server_manager"
+RECORDER: Final = "session_recorder"
+PROCESSOR: Final = "session_processor"
+MONITOR: Final = "rdp_monitor"
+
+# Peer key -> (settings variable, peer service name = token audience, client class).
 PEERS: Final[dict[str, tuple[str, str, type[ServiceClientBase]]]] = {
-    "rdp_server_manager": ("RDP_SERVER_MANAGER_URL", "rdp-server-manager", RdpServerManagerClient),
-    "session_recorder": ("SESSION_RECORDER_URL", "session-recorder", SessionRecorderClient),
-    "session_processor": ("SESSION_PROCESSOR_URL", "session-processor", SessionProcessorClient),
-    "rdp_monitor": ("RDP_MONITOR_URL", "rdp-monitor", RdpMonitorClient),
+    SERVER_MANAGER: ("RDP_SERVER_MANAGER_URL", "rdp-server-manager", RdpServerManagerClient),
+    RECORDER: ("SESSION_RECORDER_URL", "session-recorder", SessionRecorderClient),
+    PROCESSOR: ("SESSION_PROCESSOR_URL", "session-processor", SessionProcessorClient),
+    MONITOR: ("RDP_MONITOR_URL", "rdp-monitor", RdpMonitorClient),
 }
 
 ClientT = TypeVar("ClientT", bound=ServiceClientBase)
@@ -168,6 +176,24 @@ class IntegrationManager:
             return None
         self._clients[peer] = client
         logger.info("Initialized %s client for %s", service_name, client.url)
+        return client
+
+    def deliverable_calls(self) -> DeliverableCalls:
+        """Every peer client's outbox calls, by ``(peer, operation)``; each is sent through the peer's
+        client, created on first use (``PeerNotConfigured`` when it has none)."""
+        return {
+            (peer, operation): call
+            for peer, (_, _, client_class) in PEERS.items()
+            for operation, call in client_class.deliverable_calls(self._required(peer)).items()
+        }
+
+    def _required(self, peer: str) -> Callable[[], ServiceClientBase]:
+        def client() -> ServiceClientBase:
+            found = self.client(peer)
+            if found is None:
+                raise PeerNotConfigured(f"{peer} is not configured on this replica")
+            return found
+
         return client
 
     def _typed(self, peer: str, client_class: type[ClientT]) -> ClientT | None:

@@ -29,7 +29,8 @@ from pymongo.errors import PyMongoError
 
 from ..metrics import Metrics
 from ..models import FINAL_STATUSES, SessionStatus
-from .outbox import MONITOR, PROCESSOR, RECORDER, SERVER_MANAGER, Outbox
+from .integration_manager import MONITOR, PROCESSOR, RECORDER, SERVER_MANAGER
+from .outbox import Outbox
 
 logger = logging.getLogger(__name__)
 

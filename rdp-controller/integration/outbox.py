@@ -1,36 +1,31 @@
 """
 Durable outbox: calls to peer services that must happen, stored in MongoDB before they are made.
 
-The lifecycle hooks never call a peer. They insert a delivery (collection ``integration_outbox``)
-and return; the outbox sends it, now (a kick after enqueue) or later (the leader loop), until
-the peer has taken it. Delivery is at-least-once: each delivery has a ``delivery_id`` (unique
-index) which is sent as the ``Idempotency-Key`` header on every attempt, so a peer that honours
-the header acts once per delivery even when it sees the call twice.
+The lifecycle hooks never call a peer. They store a delivery (``storage/outbox.py``,
+collection ``integration_outbox``) and return; the outbox sends it, now (a kick after enqueue)
+or later (the leader loop), until the peer has taken it. Delivery is at-least-once: each delivery
+has a ``delivery_id`` (unique) which is sent as the ``Idempotency-Key`` header on every attempt,
+so a peer that honours the header acts once per delivery even when it sees the call twice.
 
-A delivery document::
+The outbox knows no peer: it sends the ``DeliverableCall`` of a delivery's ``(peer, operation)``,
+from the calls it is built with (each peer client's, gathered by
+``IntegrationManager.deliverable_calls``, and the warm pool's release).
 
-    {delivery_id, peer, operation, payload, status, attempts, last_error, note,
-     order_key, seq, next_attempt_at, claim_token, created_at, updated_at, delivered_at}
-
-``status``: ``pending`` -> ``in_flight`` (claimed) -> ``delivered`` | back to ``pending`` (rescheduled
-with exponential backoff) | ``failed`` (gave up after ``max_attempts``, or a permanent refusal such
-as a 4xx; kept for operators and counted in metrics).
-
-Claiming is one atomic ``find_one_and_update`` (pending -> in_flight, ``next_attempt_at`` moved to
-the claim's expiry, ``attempts`` incremented), so two replicas never send one delivery at the
-same time, and the delivery of a claimer that crashed becomes due again when its claim expires.
-Deliveries that share an ``order_key`` (a session's calls to one peer) are sent in the order they
-were enqueued: a recording is never stopped before it was started.
+Claiming is one atomic update (pending -> in_flight, ``next_attempt_at`` moved to the claim's
+expiry, ``attempts`` incremented), so two replicas never send one delivery at the same time, and
+the delivery of a claimer that crashed becomes due again when its claim expires. Deliveries that
+share an ``order_key`` (a session's calls to one peer) are sent in the order they were enqueued:
+a recording is never stopped before it was started.
 
 Rules:
 
 * A peer whose URL is unset gets no deliveries: ``enqueue`` does not store them at all.
-* A 404 to an operation that ends something (stop, finalize, delete) means the peer has nothing
-  to end: the delivery is ``delivered`` with a note, not retried. For session-processor finalize,
-  404 means it knows no such session.
-* Timeouts, connection errors, 5xx, 408, 429 and an open circuit are retried with backoff; any
-  other 4xx fails the delivery at once (sending it again cannot succeed).
-* Delivered documents expire after ``DELIVERED_RETENTION`` (TTL index on ``delivered_at``).
+* A 404 to a call that ends something (stop, finalize, delete: ``not_found_is_done``) means the
+  peer has nothing to end: the delivery is ``delivered`` with a note, not retried. For
+  session-processor finalize, 404 means it knows no such session.
+* Timeouts, connection errors, 5xx, 408, 429 and an open circuit are retried with exponential
+  backoff; any other 4xx fails the delivery at once (sending it again cannot succeed), and so
+  does the last of ``max_attempts``. A failed delivery is kept for operators and counted.
 """
 
 from __future__ import annotations
@@ -38,123 +33,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from enum import StrEnum
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
-from pymongo import ASCENDING, IndexModel, ReturnDocument
-from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import PyMongoError
 
 from common.backends import MongoDocument
 from common.errors import LucidError
 
 from ..metrics import Metrics
-from ..storage.mongo import new_id, utcnow
-from .errors import CircuitOpenError, ServiceError, ServiceNotFoundError
-from .integration_manager import IntegrationManager
+from ..storage.documents import new_id, utcnow
+from ..storage.outbox import DeliveryStatus, OutboxRepository
+from .deliverable import DeliverableCalls
+from .errors import CircuitOpenError, PeerNotConfigured, ServiceError, ServiceNotFoundError
 
 logger = logging.getLogger(__name__)
-
-RECORDER: Final = "session_recorder"
-MONITOR: Final = "rdp_monitor"
-PROCESSOR: Final = "session_processor"
-SERVER_MANAGER: Final = "rdp_server_manager"
 
 DEFAULT_MAX_ATTEMPTS: Final = 12
 DEFAULT_MAX_DELAY: Final = 900.0
 DEFAULT_BATCH: Final = 100
 DEFAULT_CONCURRENCY: Final = 16
-DELIVERED_RETENTION: Final = timedelta(days=7)
 ORDER_WAIT: Final = timedelta(seconds=1)
 RETRYABLE_STATUS: Final = frozenset({408, 429})
 MAX_ERROR_LENGTH: Final = 500
-NO_ID: Final = {"_id": False}
-
-Handler = Callable[[dict[str, Any], str], Awaitable[str | None]]
-"""Sends one delivery: ``(payload, delivery_id)`` -> an optional note. Raises ``ServiceError``."""
-
-
-class DeliveryStatus(StrEnum):
-    PENDING = "pending"
-    IN_FLIGHT = "in_flight"
-    DELIVERED = "delivered"
-    FAILED = "failed"
-
-
-class PeerNotConfigured(ServiceError):
-    """The delivery's peer has no usable client on this replica (URL unset or invalid)."""
-
-
-@dataclass(frozen=True)
-class Operation:
-    handler: Handler
-    not_found_is_done: bool = False
-
-
-ClientT = TypeVar("ClientT")
-
-
-def _require(client: ClientT | None, peer: str) -> ClientT:
-    if client is None:
-        raise PeerNotConfigured(f"{peer} is not configured on this replica")
-    return client
-
-
-def standard_operations(manager: IntegrationManager) -> dict[tuple[str, str], Operation]:
-    """The operations the lifecycle hooks enqueue, keyed by (peer, operation)."""
-
-    async def start_recording(payload: dict[str, Any], key: str) -> str | None:
-        await _require(manager.session_recorder, RECORDER).start_recording(
-            payload["session_id"],
-            owner_address=payload["owner_address"],
-            metadata=payload.get("metadata") or {},
-            idempotency_key=key,
-        )
-        return None
-
-    async def stop_recording(payload: dict[str, Any], key: str) -> str | None:
-        await _require(manager.session_recorder, RECORDER).stop_recording(
-            payload["session_id"], idempotency_key=key
-        )
-        return None
-
-    async def start_monitoring(payload: dict[str, Any], key: str) -> str | None:
-        await _require(manager.rdp_monitor, MONITOR).start_monitoring(
-            payload["session_id"], session_config=payload.get("session_config") or {}, idempotency_key=key
-        )
-        return None
-
-    async def stop_monitoring(payload: dict[str, Any], key: str) -> str | None:
-        await _require(manager.rdp_monitor, MONITOR).stop_monitoring(
-            payload["session_id"], idempotency_key=key
-        )
-        return None
-
-    async def finalize_session(payload: dict[str, Any], key: str) -> str | None:
-        answer = await _require(manager.session_processor, PROCESSOR).finalize_session(
-            payload["session_id"], idempotency_key=key
-        )
-        root = answer.get("merkle_root")
-        return f"merkle_root={root}" if isinstance(root, str) else None
-
-    async def delete_server(payload: dict[str, Any], key: str) -> str | None:
-        await _require(manager.rdp_server_manager, SERVER_MANAGER).delete_server(
-            payload["server_id"], idempotency_key=key
-        )
-        return None
-
-    return {
-        (RECORDER, "start_recording"): Operation(start_recording),
-        (RECORDER, "stop_recording"): Operation(stop_recording, not_found_is_done=True),
-        (MONITOR, "start_monitoring"): Operation(start_monitoring),
-        (MONITOR, "stop_monitoring"): Operation(stop_monitoring, not_found_is_done=True),
-        (PROCESSOR, "finalize_session"): Operation(finalize_session, not_found_is_done=True),
-        (SERVER_MANAGER, "delete_server"): Operation(delete_server, not_found_is_done=True),
-    }
 
 
 def _error_text(exc: BaseException) -> str:
@@ -166,9 +68,10 @@ class Outbox:
 
     def __init__(
         self,
-        collection: AsyncCollection[MongoDocument],
-        manager: IntegrationManager,
+        deliveries: OutboxRepository,
+        operations: DeliverableCalls,
         *,
+        configured: Callable[[str], bool],
         metrics: Metrics,
         base_delay: float = 5.0,
         max_delay: float = DEFAULT_MAX_DELAY,
@@ -179,10 +82,13 @@ class Outbox:
         clock: Callable[[], datetime] = utcnow,
         rng: random.Random | None = None,
     ):
+        """``operations``: what it can deliver, by ``(peer, operation)``; ``configured(peer)``: whether
+        the peer is called at all on this replica (its URL set)."""
         if max_attempts < 1 or batch_size < 1 or concurrency < 1:
             raise ValueError("max_attempts, batch_size and concurrency must be at least 1")
-        self.collection = collection
-        self.manager = manager
+        self.deliveries = deliveries
+        self.operations = dict(operations)
+        self.configured = configured
         self.metrics = metrics
         self.base_delay = base_delay
         self.max_delay = max_delay
@@ -190,33 +96,11 @@ class Outbox:
         self.claim = timedelta(seconds=claim_seconds)
         self.batch_size = batch_size
         self.concurrency = concurrency
-        self.operations = standard_operations(manager)
         self._clock = clock
         self._rng = rng or random.Random()
         self._kicks: dict[str, asyncio.Task[None]] = {}
         self._kick_again: set[str] = set()
         self._closed = False
-
-    def register(
-        self, peer: str, operation: str, handler: Handler, *, not_found_is_done: bool = False
-    ) -> None:
-        """Add (or replace) the handler of one (peer, operation)."""
-        self.operations[(peer, operation)] = Operation(handler, not_found_is_done)
-
-    async def ensure_indexes(self) -> None:
-        """Indexes beyond those ``MongoStore`` creates (delivery order, retention); idempotent."""
-        await self.collection.create_indexes(
-            [
-                IndexModel([("delivery_id", ASCENDING)], unique=True, name="delivery_unique"),
-                IndexModel([("status", ASCENDING), ("next_attempt_at", ASCENDING)], name="due"),
-                IndexModel([("order_key", ASCENDING), ("seq", ASCENDING)], name="delivery_order"),
-                IndexModel(
-                    [("delivered_at", ASCENDING)],
-                    expireAfterSeconds=int(DELIVERED_RETENTION.total_seconds()),
-                    name="delivered_retention",
-                ),
-            ]
-        )
 
     # Enqueue ------------------------------------------------------------------------------
     async def enqueue(
@@ -234,29 +118,17 @@ class Outbox:
         """
         if (peer, operation) not in self.operations:
             raise ValueError(f"unknown outbox operation {peer}/{operation}")
-        if not self.manager.is_configured(peer):
+        if not self.configured(peer):
             return False
-        now = self._clock()
-        document: MongoDocument = {
-            "delivery_id": delivery_id,
-            "peer": peer,
-            "operation": operation,
-            "payload": payload,
-            "status": DeliveryStatus.PENDING.value,
-            "attempts": 0,
-            "last_error": None,
-            "note": None,
-            "order_key": order_key or delivery_id,
-            "seq": time.time_ns(),
-            "next_attempt_at": now,
-            "claim_token": None,
-            "created_at": now,
-            "updated_at": now,
-            "delivered_at": None,
-        }
-        try:
-            await self.collection.insert_one(document)
-        except DuplicateKeyError:
+        stored = await self.deliveries.add(
+            peer,
+            operation,
+            payload,
+            delivery_id=delivery_id,
+            order_key=order_key or delivery_id,
+            now=self._clock(),
+        )
+        if not stored:
             logger.debug("Delivery %s is queued already", delivery_id)
             return False
         self.metrics.inc("outbox_enqueued", peer)
@@ -323,42 +195,22 @@ class Outbox:
 
     async def _claim(self, token: str, peer: str | None) -> MongoDocument | None:
         now = self._clock()
-        query: dict[str, Any] = {
-            "status": {"$in": [DeliveryStatus.PENDING.value, DeliveryStatus.IN_FLIGHT.value]},
-            "next_attempt_at": {"$lte": now},
-        }
-        if peer is not None:
-            query["peer"] = peer
-        return await self.collection.find_one_and_update(
-            query,
-            {
-                "$set": {
-                    "status": DeliveryStatus.IN_FLIGHT.value,
-                    "claim_token": token,
-                    "next_attempt_at": now + self.claim,
-                    "updated_at": now,
-                },
-                "$inc": {"attempts": 1},
-            },
-            sort=[("next_attempt_at", ASCENDING)],
-            projection=NO_ID,
-            return_document=ReturnDocument.AFTER,
-        )
+        return await self.deliveries.claim(token, peer, now=now, expires=now + self.claim)
 
     async def _deliver(self, document: MongoDocument, token: str) -> None:
         delivery_id, peer = document["delivery_id"], document["peer"]
         if await self._wait_for_earlier(document, token):
             return
-        operation = self.operations.get((peer, document["operation"]))
-        if operation is None:
+        call = self.operations.get((peer, document["operation"]))
+        if call is None:
             await self._fail(
                 document, token, f"no handler for {peer}/{document['operation']} on this replica"
             )
             return
         try:
-            note = await operation.handler(document["payload"], delivery_id)
+            note = await call.send(document["payload"], delivery_id)
         except ServiceNotFoundError as exc:
-            if operation.not_found_is_done:
+            if call.not_found_is_done:
                 await self._delivered(
                     document, token, f"peer has nothing to act on (404): {exc}"[:MAX_ERROR_LENGTH]
                 )
@@ -384,15 +236,7 @@ class Outbox:
 
     async def _wait_for_earlier(self, document: MongoDocument, token: str) -> bool:
         """True (and the delivery handed back) while an earlier delivery with its order key is unsent."""
-        earlier = await self.collection.find_one(
-            {
-                "order_key": document["order_key"],
-                "seq": {"$lt": document["seq"]},
-                "status": {"$in": [DeliveryStatus.PENDING.value, DeliveryStatus.IN_FLIGHT.value]},
-            },
-            {"next_attempt_at": True, "status": True, "_id": False},
-            sort=[("seq", ASCENDING)],
-        )
+        earlier = await self.deliveries.first_unsent_before(document)
         if earlier is None:
             return False
         after = self._clock() + ORDER_WAIT
@@ -404,36 +248,12 @@ class Outbox:
     async def _release(
         self, document: MongoDocument, token: str, changes: dict[str, Any], *, uncount: bool = False
     ) -> None:
-        update: dict[str, Any] = {
-            "$set": {
-                "status": DeliveryStatus.PENDING.value,
-                "claim_token": None,
-                "updated_at": self._clock(),
-                **changes,
-            }
-        }
-        if uncount:
-            update["$inc"] = {"attempts": -1}
-        await self.collection.update_one(
-            {"delivery_id": document["delivery_id"], "claim_token": token}, update
+        await self.deliveries.release(
+            document["delivery_id"], token, changes, now=self._clock(), uncount=uncount
         )
 
     async def _delivered(self, document: MongoDocument, token: str, note: str | None) -> None:
-        now = self._clock()
-        # Not filtered on the claim token: the peer has it, whoever claimed it since.
-        await self.collection.update_one(
-            {"delivery_id": document["delivery_id"], "status": {"$ne": DeliveryStatus.DELIVERED.value}},
-            {
-                "$set": {
-                    "status": DeliveryStatus.DELIVERED.value,
-                    "delivered_at": now,
-                    "updated_at": now,
-                    "note": note,
-                    "claim_token": None,
-                    "next_attempt_at": None,
-                }
-            },
-        )
+        await self.deliveries.mark_delivered(document["delivery_id"], note, now=self._clock())
         self.metrics.inc("outbox_delivered", document["peer"])
 
     def delay(self, attempts: int) -> float:
@@ -460,20 +280,7 @@ class Outbox:
         )  # fmt: skip
 
     async def _fail(self, document: MongoDocument, token: str, error: str) -> None:
-        now = self._clock()
-        await self.collection.update_one(
-            {"delivery_id": document["delivery_id"], "claim_token": token},
-            {
-                "$set": {
-                    "status": DeliveryStatus.FAILED.value,
-                    "last_error": error,
-                    "failed_at": now,
-                    "updated_at": now,
-                    "claim_token": None,
-                    "next_attempt_at": None,
-                }
-            },
-        )
+        await self.deliveries.mark_failed(document["delivery_id"], token, error, now=self._clock())
         self.metrics.inc("outbox_failed", document["peer"])
         logger.error(
             "Delivery %s (%s/%s) failed for good: %s", document["delivery_id"], document["peer"],
@@ -483,11 +290,7 @@ class Outbox:
     # Observability and shutdown -----------------------------------------------------------
     async def counts(self) -> dict[str, int]:
         """Deliveries by status (delivered ones only until their retention expires)."""
-        counts = {status.value: 0 for status in DeliveryStatus}
-        pipeline: list[dict[str, Any]] = [{"$group": {"_id": "$status", "count": {"$sum": 1}}}]
-        async for row in await self.collection.aggregate(pipeline):
-            counts[str(row["_id"])] = int(row["count"])
-        return counts
+        return await self.deliveries.counts()
 
     async def close(self) -> None:
         """Stop the kicked dispatches; their claims expire and the deliveries are sent later."""

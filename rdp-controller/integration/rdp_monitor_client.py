@@ -9,9 +9,11 @@ Contract (as rdp-monitor serves it): ``POST /api/v1/monitoring/start`` ``{sessio
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Self
 from urllib.parse import quote
 
+from .deliverable import DeliverableCall, Payload
 from .service_base import ServiceClientBase
 
 logger = logging.getLogger(__name__)
@@ -40,3 +42,19 @@ class RdpMonitorClient(ServiceClientBase):
 
     async def get_session_metrics(self, session_id: str) -> dict[str, Any]:
         return await self._make_request("GET", _session_path(session_id, "metrics"))
+
+    @classmethod
+    def deliverable_calls(cls, client: Callable[[], Self]) -> dict[str, DeliverableCall]:
+        """Start and stop, as ``lifecycle.py`` queues them; a 404 to stop: nothing was monitored."""
+
+        async def start(payload: Payload, key: str) -> None:
+            config = payload.get("session_config") or {}
+            await client().start_monitoring(payload["session_id"], session_config=config, idempotency_key=key)
+
+        async def stop(payload: Payload, key: str) -> None:
+            await client().stop_monitoring(payload["session_id"], idempotency_key=key)
+
+        return {
+            "start_monitoring": DeliverableCall(start),
+            "stop_monitoring": DeliverableCall(stop, not_found_is_done=True),
+        }

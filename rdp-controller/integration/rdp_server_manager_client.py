@@ -11,9 +11,11 @@ Contract (as rdp-server-manager serves it):
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Self
 from urllib.parse import quote
 
+from .deliverable import DeliverableCall, Payload
 from .errors import ServiceError
 from .service_base import ServiceClientBase
 
@@ -80,3 +82,13 @@ class RdpServerManagerClient(ServiceClientBase):
     async def delete_server(self, server_id: str, *, idempotency_key: str | None = None) -> dict[str, Any]:
         """Delete a server; ``ServiceNotFoundError`` when it is gone already."""
         return await self._make_request("DELETE", _server_path(server_id), idempotency_key=idempotency_key)
+
+    @classmethod
+    def deliverable_calls(cls, client: Callable[[], Self]) -> dict[str, DeliverableCall]:
+        """Delete; a 404: the server is gone already. (A dedicated server's release goes through the
+        warm pool, which removes it from the server pool first.)"""
+
+        async def delete(payload: Payload, key: str) -> None:
+            await client().delete_server(payload["server_id"], idempotency_key=key)
+
+        return {"delete_server": DeliverableCall(delete, not_found_is_done=True)}

@@ -36,11 +36,12 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
 from .circuit_breaker import CircuitBreaker, CircuitState, Clock
+from .deliverable import DeliverableCall
 from .errors import CircuitOpenError, ServiceError, ServiceNotFoundError, ServiceTimeoutError
 
 logger = logging.getLogger(__name__)
@@ -139,6 +140,12 @@ class ServiceClientBase:
         """Full-jitter delay before retry number ``attempt + 1`` (attempt counts from 0)."""
         cap = min(self.max_retry_delay, self.retry_delay * 2**attempt)
         return self._rng.uniform(0.0, cap)
+
+    @classmethod
+    def deliverable_calls(cls, client: Callable[[], Self]) -> dict[str, DeliverableCall]:
+        """The calls the outbox may deliver to this peer, by operation; ``client()`` is the peer's
+        client when a call is sent. A peer client with outbox calls declares them here."""
+        return {}
 
     # Requests -----------------------------------------------------------------------------
     async def _request(

@@ -10,9 +10,11 @@ Contract (as session-processor serves it): ``POST /api/v1/sessions/{session_id}/
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Self
 from urllib.parse import quote
 
+from .deliverable import DeliverableCall, Payload
 from .service_base import ServiceClientBase
 
 logger = logging.getLogger(__name__)
@@ -29,3 +31,14 @@ class SessionProcessorClient(ServiceClientBase):
         ``ServiceNotFoundError`` when the processor knows no such session."""
         path = f"/api/v1/sessions/{quote(session_id, safe='')}/finalize"
         return await self._make_request("POST", path, idempotency_key=idempotency_key)
+
+    @classmethod
+    def deliverable_calls(cls, client: Callable[[], Self]) -> dict[str, DeliverableCall]:
+        """Finalize, noted with the Merkle root; a 404: the processor knows no such session."""
+
+        async def finalize(payload: Payload, key: str) -> str | None:
+            answer = await client().finalize_session(payload["session_id"], idempotency_key=key)
+            root = answer.get("merkle_root")
+            return f"merkle_root={root}" if isinstance(root, str) else None
+
+        return {"finalize_session": DeliverableCall(finalize, not_found_is_done=True)}

@@ -9,9 +9,11 @@ Contract (as session-recorder serves it): ``POST /recordings/start``
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Self
 from urllib.parse import quote
 
+from .deliverable import DeliverableCall, Payload
 from .service_base import ServiceClientBase
 
 logger = logging.getLogger(__name__)
@@ -40,3 +42,23 @@ class SessionRecorderClient(ServiceClientBase):
 
     async def get_recording(self, session_id: str) -> dict[str, Any]:
         return await self._make_request("GET", f"/recordings/{quote(session_id, safe='')}")
+
+    @classmethod
+    def deliverable_calls(cls, client: Callable[[], Self]) -> dict[str, DeliverableCall]:
+        """Start and stop, as ``lifecycle.py`` queues them; a 404 to stop: nothing was recorded."""
+
+        async def start(payload: Payload, key: str) -> None:
+            await client().start_recording(
+                payload["session_id"],
+                owner_address=payload["owner_address"],
+                metadata=payload.get("metadata") or {},
+                idempotency_key=key,
+            )
+
+        async def stop(payload: Payload, key: str) -> None:
+            await client().stop_recording(payload["session_id"], idempotency_key=key)
+
+        return {
+            "start_recording": DeliverableCall(start),
+            "stop_recording": DeliverableCall(stop, not_found_is_done=True),
+        }

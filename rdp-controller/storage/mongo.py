@@ -1,7 +1,7 @@
 """
 MongoDB: the source of truth (database ``lucid_rdp``, ``MONGODB_DATABASE``). ``MongoStore`` holds
-the database and one repository per collection (``storage/sessions.py``, ``storage/servers.py``),
-and creates every index at start-up, idempotently.
+the database and one repository per collection (``storage/sessions.py``, ``storage/servers.py``,
+``storage/outbox.py``), and creates every index at start-up, idempotently.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
-from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from common.backends import MongoDocument
@@ -26,6 +25,7 @@ from .documents import (
     new_id,
     utcnow,
 )
+from .outbox import OutboxRepository
 from .servers import ServerHealthRepository, ServerRepository
 from .sessions import (
     ConnectionRepository,
@@ -69,7 +69,7 @@ class MongoStore:
         self.server_health = ServerHealthRepository(
             database[SERVERS], database[SERVER_EVENTS], changed=self.servers.changed
         )
-        self.outbox: AsyncCollection[MongoDocument] = database[OUTBOX]
+        self.outbox = OutboxRepository(database[OUTBOX])
         self.idempotency = IdempotencyRepository(
             database[IDEMPOTENCY], stale_seconds=IDEMPOTENCY_STALE_SECONDS
         )
@@ -129,9 +129,4 @@ class MongoStore:
         await self.database[IDEMPOTENCY].create_indexes(
             [IndexModel([("user_id", ASCENDING), ("key", ASCENDING)], unique=True, name="user_key_unique")]
         )
-        await self.outbox.create_indexes(
-            [
-                IndexModel([("delivery_id", ASCENDING)], unique=True, name="delivery_unique"),
-                IndexModel([("status", ASCENDING), ("next_attempt_at", ASCENDING)], name="due"),
-            ]
-        )
+        await self.outbox.ensure_indexes()

@@ -81,7 +81,8 @@ async def make_outbox(store: MongoStore, mongo_url: str, redis_url: str, peers: 
         managers.append(manager)
         return Outbox(
             store.outbox,
-            manager,
+            manager.deliverable_calls(),
+            configured=manager.is_configured,
             metrics=metrics or Metrics(),
             base_delay=10.0,
             max_attempts=3,
@@ -99,7 +100,7 @@ Build = Callable[..., Outbox]
 
 
 async def deliveries(store: MongoStore) -> dict[str, dict[str, Any]]:
-    return {d["delivery_id"]: d async for d in store.outbox.find({}, {"_id": False})}
+    return {d["delivery_id"]: d async for d in store.outbox.collection.find({}, {"_id": False})}
 
 
 async def test_delivers_with_the_delivery_id_as_idempotency_key(
@@ -107,7 +108,6 @@ async def test_delivers_with_the_delivery_id_as_idempotency_key(
 ) -> None:
     metrics = Metrics()
     outbox = make_outbox(metrics)
-    await outbox.ensure_indexes()
     stored = await outbox.enqueue(
         "session_recorder",
         "start_recording",

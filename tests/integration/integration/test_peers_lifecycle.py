@@ -160,7 +160,7 @@ async def test_a_peer_down_at_termination_gets_finalize_once_it_is_back(
             processor.stop()
             session_id, _ = await session_lifecycle(client)
             delivery_id = f"{session_id}:session_processor:finalize_session"
-            outbox = integrations.outbox.collection
+            outbox = integrations.outbox.deliveries.collection
 
             async def attempted() -> bool:
                 document = await outbox.find_one({"delivery_id": delivery_id})
