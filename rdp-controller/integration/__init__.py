@@ -12,7 +12,7 @@ session-processor and rdp-monitor.
 * ``IntegrationHooks`` (``lifecycle.py``): session transitions -> outbox deliveries.
 * ``WarmPool`` (``warm_pool.py``): dedicated servers, provisioned ahead or on demand.
 
-The outbox's MongoDB documents are ``storage/outbox.py``'s repository.
+Their MongoDB documents are ``storage/outbox.py``'s and ``storage/warm_pool.py``'s repositories.
 
 ``build_integrations`` assembles them for ``Runtime``; nothing here connects at import time.
 """
@@ -36,7 +36,6 @@ from .integration_manager import SERVER_MANAGER, IntegrationManager
 from .lifecycle import RELEASE_DEDICATED, IntegrationHooks
 from .outbox import Outbox
 from .service_base import ServiceClientBase
-from .warm_pool import COLLECTION as WARM_POOL_COLLECTION
 from .warm_pool import WarmPool
 
 logger = logging.getLogger(__name__)
@@ -168,8 +167,7 @@ def build_integrations(
     operations = manager.deliverable_calls()
     warm_pool: WarmPool | None = None
     if manager.is_configured(SERVER_MANAGER):
-        collection = store.database[WARM_POOL_COLLECTION]
-        warm_pool = WarmPool(collection, manager, connections, store.sessions, settings, metrics)
+        warm_pool = WarmPool(store.warm_pool, manager, connections, store.sessions, settings, metrics)
         operations[(SERVER_MANAGER, RELEASE_DEDICATED)] = DeliverableCall(warm_pool.release_for_session)
     # A claim outlives one call with all its retries and backoff, so a slow peer is not sent twice.
     claim_seconds = settings.SERVICE_TIMEOUT_SECONDS * settings.SERVICE_RETRY_COUNT * 2 + 30

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from typing import Any, Self
 from urllib.parse import quote
 
+import httpx
+
 from .deliverable import DeliverableCall, Payload
 from .errors import ServiceError
 from .service_base import ServiceClientBase
@@ -50,6 +52,24 @@ class RdpServerManagerClient(ServiceClientBase):
         if not isinstance(created.get("server_id"), str) or not created["server_id"]:
             raise ServiceError(f"{self.peer_name}: POST /servers answered without a server_id")
         return created
+
+    def endpoint(self, created: dict[str, Any]) -> tuple[str, int]:
+        """Where RDP clients reach a server ``create_server`` answered: its ``connection_info`` host,
+        else this manager's own host, and its port; ``ValueError`` when it names no usable port."""
+        info = created.get("connection_info")
+        info = info if isinstance(info, dict) else {}
+        host = next(
+            (info[key] for key in ("host", "address", "hostname", "ip") if isinstance(info.get(key), str)),
+            None,
+        )
+        if not host:
+            host = httpx.URL(self.base_url).host
+        port = created.get("port", info.get("port"))
+        if isinstance(port, str) and port.isdigit():
+            port = int(port)
+        if not isinstance(port, int) or isinstance(port, bool):
+            raise ValueError(f"rdp-server-manager answered no usable port: {port!r}")
+        return host, port
 
     async def get_server(self, server_id: str) -> dict[str, Any]:
         return await self._make_request("GET", _server_path(server_id))

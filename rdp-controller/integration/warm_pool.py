@@ -19,16 +19,10 @@ Warm pool of dedicated RDP servers, provisioned ahead through rdp-server-manager
   fresh one), claimed servers whose session never started or has ended (after a grace period),
   and retries releases that failed.
 
-Documents (collection ``warm_pool``)::
-
-    {entry_id, state, slot?, server_id, manager_server_id, address, port, session_id, user_id,
-     on_demand, created_at, ready_at, claimed_at, released_at, release_reason, last_error, updated_at}
-
-``state``: provisioning -> ready (stock) | claimed (on demand) -> claimed -> releasing -> released;
-``failed`` when provisioning failed (kept for operators).
-
-A stock server is provisioned with ``user_id="rdp-controller"`` and ``session_id=<entry_id>``
-(the server manager's contract requires both; the real session is not known yet).
+Each server is an entry of ``WarmPoolRepository`` (``storage/warm_pool.py``: the documents and
+their states). A stock server is provisioned with ``user_id="rdp-controller"`` and
+``session_id=<entry_id>`` (the server manager's contract requires both; the real session is not
+known yet).
 """
 
 from __future__ import annotations
@@ -38,13 +32,9 @@ import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any, Final
 
-import httpx
-from pymongo import ASCENDING, IndexModel, ReturnDocument
-from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import PyMongoError
 
 from common.backends import MongoDocument
 from common.errors import LucidError, NoCapacity, NotFound
@@ -54,28 +44,18 @@ from ..metrics import Metrics
 from ..models import FINAL_STATUSES, ServerState
 from ..server_models import ServerCreate
 from ..server_registry import ServerRegistry
-from ..storage.mongo import new_id, utcnow
+from ..storage.documents import new_id, utcnow
 from ..storage.sessions import SessionRepository
+from ..storage.warm_pool import EntryState, WarmPoolRepository
 from .errors import ServiceError, ServiceNotFoundError
 from .integration_manager import IntegrationManager
 from .rdp_server_manager_client import RdpServerManagerClient
 
 logger = logging.getLogger(__name__)
 
-COLLECTION: Final = "warm_pool"
 DEDICATED_LABELS: Final = {"dedicated": "true", "warm_pool": "true"}
 STOCK_USER: Final = "rdp-controller"
 RELEASE_RETRY: Final = timedelta(seconds=60)
-NO_ID: Final = {"_id": False}
-
-
-class EntryState(StrEnum):
-    PROVISIONING = "provisioning"
-    READY = "ready"
-    CLAIMED = "claimed"
-    RELEASING = "releasing"
-    RELEASED = "released"
-    FAILED = "failed"
 
 
 class WarmPool:
@@ -83,7 +63,7 @@ class WarmPool:
 
     def __init__(
         self,
-        collection: AsyncCollection[MongoDocument],
+        entries: WarmPoolRepository,
         manager: IntegrationManager,
         servers: ServerRegistry,
         sessions: SessionRepository,
@@ -92,7 +72,7 @@ class WarmPool:
         *,
         clock: Callable[[], datetime] = utcnow,
     ):
-        self.collection = collection
+        self.entries = entries
         self.manager = manager
         self.servers = servers
         self.sessions = sessions
@@ -112,21 +92,8 @@ class WarmPool:
         self._closed = False
 
     async def ensure_indexes(self) -> None:
-        """Create the collection's indexes; idempotent. Called before the first refill as well."""
-        await self.collection.create_indexes(
-            [
-                IndexModel([("entry_id", ASCENDING)], unique=True, name="entry_unique"),
-                # Stock slots: at most one live stock entry per slot, across replicas.
-                IndexModel(
-                    [("slot", ASCENDING)],
-                    unique=True,
-                    partialFilterExpression={"slot": {"$exists": True}},
-                    name="slot_unique",
-                ),
-                IndexModel([("state", ASCENDING), ("ready_at", ASCENDING)], name="state_ready"),
-                IndexModel([("server_id", ASCENDING)], name="server"),
-            ]
-        )
+        """Create the entries' indexes; idempotent. Called before the first refill as well."""
+        await self.entries.ensure_indexes()
         self._indexes_ready = True
 
     def _client(self) -> RdpServerManagerClient:
@@ -150,7 +117,7 @@ class WarmPool:
         Raises ``DEDICATED_UNAVAILABLE`` when the stock is empty and nothing can provision one.
         """
         for _ in range(self.size + 1):
-            entry = await self._claim_stock(session_id, user_id)
+            entry = await self.entries.claim_ready(session_id=session_id, user_id=user_id, now=self._clock())
             if entry is None:
                 break
             if await self._usable(entry):
@@ -161,25 +128,6 @@ class WarmPool:
         self.kick_refill()
         self._client()  # raises DEDICATED_UNAVAILABLE when rdp-server-manager cannot be called
         return None
-
-    async def _claim_stock(self, session_id: str, user_id: str) -> MongoDocument | None:
-        now = self._clock()
-        return await self.collection.find_one_and_update(
-            {"state": EntryState.READY.value},
-            {
-                "$set": {
-                    "state": EntryState.CLAIMED.value,
-                    "session_id": session_id,
-                    "user_id": user_id,
-                    "claimed_at": now,
-                    "updated_at": now,
-                },
-                "$unset": {"slot": ""},
-            },
-            sort=[("ready_at", ASCENDING)],
-            projection=NO_ID,
-            return_document=ReturnDocument.AFTER,
-        )
 
     async def _usable(self, entry: MongoDocument) -> bool:
         try:
@@ -193,18 +141,8 @@ class WarmPool:
 
     async def _on_demand(self, session_id: str, user_id: str, session_config: dict[str, Any]) -> str:
         client = self._client()
-        entry_id, now = new_id(), self._clock()
-        await self.collection.insert_one(
-            {
-                "entry_id": entry_id,
-                "state": EntryState.PROVISIONING.value,
-                "on_demand": True,
-                "session_id": session_id,
-                "user_id": user_id,
-                "created_at": now,
-                "updated_at": now,
-            }
-        )
+        entry_id = new_id()
+        await self.entries.add_on_demand(entry_id, session_id=session_id, user_id=user_id, now=self._clock())
         display = {
             "resolution": session_config.get("display_resolution"),
             "color_depth": session_config.get("color_depth"),
@@ -259,9 +197,9 @@ class WarmPool:
             await self._mark_failed(entry_id, exc)
             raise
         manager_id = str(created["server_id"])
-        await self._update(entry_id, {"manager_server_id": manager_id})
+        await self.entries.update(entry_id, {"manager_server_id": manager_id}, now=self._clock())
         try:
-            address, port = self._endpoint(client, created)
+            address, port = client.endpoint(created)
             server = await self.servers.register(
                 ServerCreate(
                     name=f"dedicated-{entry_id[:8]}",
@@ -297,49 +235,13 @@ class WarmPool:
         }
         if state is EntryState.CLAIMED:
             fields["claimed_at"] = now
-        entry = await self._update(entry_id, fields)
+        entry = await self.entries.update(entry_id, fields, now=self._clock())
         self.metrics.inc("warm_pool_provisioned", kind)
         logger.info("Dedicated server %s (%s:%s) provisioned (%s)", server["server_id"], address, port, kind)
         return entry or {"entry_id": entry_id, **fields}
 
-    @staticmethod
-    def _endpoint(client: RdpServerManagerClient, created: dict[str, Any]) -> tuple[str, int]:
-        """Where clients reach the new server: ``connection_info`` host, else the manager's own host."""
-        info = created.get("connection_info")
-        info = info if isinstance(info, dict) else {}
-        host = next(
-            (info[key] for key in ("host", "address", "hostname", "ip") if isinstance(info.get(key), str)),
-            None,
-        )
-        if not host:
-            host = httpx.URL(client.base_url).host
-        port = created.get("port", info.get("port"))
-        if isinstance(port, str) and port.isdigit():
-            port = int(port)
-        if not isinstance(port, int) or isinstance(port, bool):
-            raise ValueError(f"rdp-server-manager answered no usable port: {port!r}")
-        return host, port
-
-    async def _update(self, entry_id: str, fields: dict[str, Any]) -> MongoDocument | None:
-        return await self.collection.find_one_and_update(
-            {"entry_id": entry_id},
-            {"$set": {**fields, "updated_at": self._clock()}},
-            projection=NO_ID,
-            return_document=ReturnDocument.AFTER,
-        )
-
     async def _mark_failed(self, entry_id: str, exc: BaseException) -> None:
-        await self.collection.update_one(
-            {"entry_id": entry_id},
-            {
-                "$set": {
-                    "state": EntryState.FAILED.value,
-                    "last_error": f"{type(exc).__name__}: {exc}"[:500],
-                    "updated_at": self._clock(),
-                },
-                "$unset": {"slot": ""},
-            },
-        )
+        await self.entries.mark_failed(entry_id, f"{type(exc).__name__}: {exc}"[:500], now=self._clock())
 
     # Refill (leader loop) -----------------------------------------------------------------
     def kick_refill(self) -> None:
@@ -370,20 +272,9 @@ class WarmPool:
         reserved: list[str] = []
         for slot in range(self.size):
             entry_id = new_id()
-            try:
-                await self.collection.insert_one(
-                    {
-                        "entry_id": entry_id,
-                        "slot": slot,
-                        "state": EntryState.PROVISIONING.value,
-                        "on_demand": False,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                )
-            except DuplicateKeyError:
-                continue  # the slot holds stock (ready or being provisioned)
-            reserved.append(entry_id)
+            # False: the slot holds stock (ready or being provisioned).
+            if await self.entries.reserve_slot(entry_id, slot, now=now):
+                reserved.append(entry_id)
         if not reserved:
             return 0
         results = await asyncio.gather(
@@ -408,36 +299,15 @@ class WarmPool:
 
     async def sweep(self) -> None:
         now = self._clock()
-        stale: list[tuple[MongoDocument, str]] = []
-        idle_stock = self.collection.find(
-            {
-                "state": EntryState.READY.value,
-                "$or": [{"ready_at": {"$lte": now - self.idle}}, {"slot": {"$gte": self.size}}],
-            },
-            NO_ID,
-        )
-        stale += [(entry, "idle") async for entry in idle_stock]
-        claimed = self.collection.find(
-            {"state": EntryState.CLAIMED.value, "claimed_at": {"$lte": now - self.orphan_grace}}, NO_ID
-        )
-        async for entry in claimed:
+        idle_stock = await self.entries.idle_stock(ready_before=now - self.idle, size=self.size)
+        stale: list[tuple[MongoDocument, str]] = [(entry, "idle") for entry in idle_stock]
+        for entry in await self.entries.claimed_before(now - self.orphan_grace):
             session = await self.sessions.get(entry.get("session_id") or "")
             if session is None or session["status"] in {s.value for s in FINAL_STATUSES}:
                 stale.append((entry, "orphaned"))
-        releasing = self.collection.find(
-            {"state": EntryState.RELEASING.value, "updated_at": {"$lte": now - RELEASE_RETRY}}, NO_ID
-        )
-        stale += [(entry, entry.get("release_reason") or "retry") async for entry in releasing]
-        await self.collection.update_many(
-            {"state": EntryState.PROVISIONING.value, "created_at": {"$lte": now - self.provision_timeout}},
-            {
-                "$set": {
-                    "state": EntryState.FAILED.value,
-                    "last_error": "abandoned: provisioning never finished",
-                },
-                "$unset": {"slot": ""},
-            },
-        )
+        releasing = await self.entries.releasing_since(now - RELEASE_RETRY)
+        stale += [(entry, entry.get("release_reason") or "retry") for entry in releasing]
+        await self.entries.abandon_provisioning(created_before=now - self.provision_timeout)
         for entry, reason in stale:
             try:
                 await self.release_entry(entry, reason=reason)
@@ -448,17 +318,7 @@ class WarmPool:
     async def release_entry(self, entry: MongoDocument, *, reason: str) -> None:
         """Remove the server from the pool, then delete it on the server manager; idempotent."""
         entry_id = entry["entry_id"]
-        await self.collection.update_one(
-            {"entry_id": entry_id, "state": {"$ne": EntryState.RELEASED.value}},
-            {
-                "$set": {
-                    "state": EntryState.RELEASING.value,
-                    "release_reason": reason,
-                    "updated_at": self._clock(),
-                },
-                "$unset": {"slot": ""},
-            },
-        )
+        await self.entries.mark_releasing(entry_id, reason, now=self._clock())
         if entry.get("server_id"):
             with contextlib.suppress(NotFound):  # removed already
                 await self.servers.remove(entry["server_id"], force=True)
@@ -467,15 +327,14 @@ class WarmPool:
                 await self._client().delete_server(
                     entry["manager_server_id"], idempotency_key=f"warm-pool:{entry_id}:release"
                 )
-        await self._update(entry_id, {"state": EntryState.RELEASED.value, "released_at": self._clock()})
+        now = self._clock()
+        await self.entries.update(entry_id, {"state": EntryState.RELEASED.value, "released_at": now}, now=now)
         self.metrics.inc("warm_pool_released", reason)
         logger.info("Dedicated server %s released (%s)", entry.get("server_id"), reason)
 
     async def release_for_session(self, payload: dict[str, Any], delivery_id: str) -> str | None:
         """Outbox handler of ``release_dedicated_server``: the session on this server has ended."""
-        entry = await self.collection.find_one(
-            {"server_id": payload["server_id"], "state": {"$ne": EntryState.RELEASED.value}}, NO_ID
-        )
+        entry = await self.entries.unreleased_of_server(payload["server_id"])
         if entry is None:
             return "not a warm-pool server, or released already"
         await self.release_entry(entry, reason="session_ended")
@@ -484,10 +343,7 @@ class WarmPool:
     # Observability and shutdown -----------------------------------------------------------
     async def snapshot(self) -> dict[str, int]:
         """Target size and entries by state (``stock`` = ready servers)."""
-        counts = {state.value: 0 for state in EntryState}
-        pipeline: list[dict[str, Any]] = [{"$group": {"_id": "$state", "count": {"$sum": 1}}}]
-        async for row in await self.collection.aggregate(pipeline):
-            counts[str(row["_id"])] = int(row["count"])
+        counts = await self.entries.counts()
         return {
             "size": self.size,
             "stock": counts[EntryState.READY.value],

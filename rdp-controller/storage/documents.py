@@ -18,6 +18,7 @@ CONNECTIONS = "rdp_connections"
 EVENTS = "rdp_session_events"
 SERVER_EVENTS = "rdp_server_events"
 OUTBOX = "integration_outbox"
+WARM_POOL = "warm_pool"
 IDEMPOTENCY = "rdp_idempotency_keys"
 
 NO_ID = {"_id": False}

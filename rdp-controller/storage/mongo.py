@@ -1,7 +1,8 @@
 """
 MongoDB: the source of truth (database ``lucid_rdp``, ``MONGODB_DATABASE``). ``MongoStore`` holds
 the database and one repository per collection (``storage/sessions.py``, ``storage/servers.py``,
-``storage/outbox.py``), and creates every index at start-up, idempotently.
+``storage/outbox.py``, ``storage/warm_pool.py``), and creates every index at start-up,
+idempotently; the warm pool's only once a warm pool uses them (``WarmPool.ensure_indexes``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .documents import (
     SERVER_EVENTS,
     SERVERS,
     SESSIONS,
+    WARM_POOL,
     new_id,
     utcnow,
 )
@@ -35,6 +37,7 @@ from .sessions import (
     decode_cursor,
     encode_cursor,
 )
+from .warm_pool import WarmPoolRepository
 
 __all__ = [
     "CONNECTIONS",
@@ -45,6 +48,7 @@ __all__ = [
     "SERVERS",
     "SERVER_EVENTS",
     "SESSIONS",
+    "WARM_POOL",
     "MongoStore",
     "decode_cursor",
     "encode_cursor",
@@ -70,6 +74,7 @@ class MongoStore:
             database[SERVERS], database[SERVER_EVENTS], changed=self.servers.changed
         )
         self.outbox = OutboxRepository(database[OUTBOX])
+        self.warm_pool = WarmPoolRepository(database[WARM_POOL])
         self.idempotency = IdempotencyRepository(
             database[IDEMPOTENCY], stale_seconds=IDEMPOTENCY_STALE_SECONDS
         )

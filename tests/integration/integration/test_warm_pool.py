@@ -117,7 +117,7 @@ async def make_pool(
         manager = IntegrationManager(settings, transport=httpx.MockTransport(server_manager))
         created.append(manager)
         pool = WarmPool(
-            store.database["warm_pool"],
+            store.warm_pool,
             manager,
             connections,
             store.sessions,

@@ -180,6 +180,28 @@ async def test_create_server_answer_fields() -> None:
     await client.close()
 
 
+@pytest.mark.parametrize(
+    ("created", "endpoint"),
+    [
+        ({"port": 13389, "connection_info": {"host": "rdp-xrdp-1"}}, ("rdp-xrdp-1", 13389)),
+        ({"connection_info": {"ip": "10.0.0.7", "port": "3390"}}, ("10.0.0.7", 3390)),
+        ({"port": 3389}, ("peer.test", 3389)),  # no host named: the manager's own
+    ],
+)
+async def test_endpoint_of_a_created_server(created: dict[str, Any], endpoint: tuple[str, int]) -> None:
+    client = build(RdpServerManagerClient, Recorder())
+    assert client.endpoint({"server_id": "srv-1", **created}) == endpoint
+    await client.close()
+
+
+@pytest.mark.parametrize("port", [None, True, "13389a"])
+async def test_endpoint_without_a_usable_port_is_refused(port: Any) -> None:
+    client = build(RdpServerManagerClient, Recorder())
+    with pytest.raises(ValueError, match="no usable port"):
+        client.endpoint({"server_id": "srv-1", "port": port, "connection_info": {"host": "h"}})
+    await client.close()
+
+
 async def test_create_server_without_server_id_is_an_error() -> None:
     client = build(RdpServerManagerClient, Recorder({"status": "running"}))
     with pytest.raises(ServiceError, match="server_id"):
