@@ -45,16 +45,16 @@ from typing import Self
 from common.devstack_processes import (
     START_TIMEOUT_SECONDS,
     DevStackError,
-    free_port,
     run_child,
     start_process,
     stop_processes,
     wait_for_port,
 )
 from common.devstack_rdp_host import DevRdpHost, await_rdp_host, spawn_rdp_host
+from common.xrdp import free_loopback_port
 
-# Importers of the stack get its error and port helper from here too.
-__all__ = ["DevStackError", "EmbeddedStack", "free_port", "main", "redis_server_binary"]
+# Importers of the stack get its error from here too.
+__all__ = ["DevStackError", "EmbeddedStack", "main", "redis_server_binary"]
 
 
 def redis_server_binary() -> str:
@@ -123,7 +123,7 @@ class EmbeddedStack:
             storage = str(self.data_dir.resolve())
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         try:
-            self.mongo_port = free_port()
+            self.mongo_port = free_loopback_port()
             mongo_log = work / "secantus.log"
             self._spawn(
                 "SecantusDB",
@@ -142,7 +142,7 @@ class EmbeddedStack:
                 mongo_log,
                 cwd=work,
             )
-            self.redis_port = free_port()
+            self.redis_port = free_loopback_port()
             redis_log = work / "redis.log"
             self._spawn(
                 "Redis",

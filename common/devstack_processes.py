@@ -27,14 +27,6 @@ class DevStackError(RuntimeError):
     """The embedded stack could not start; the message says what is missing or what the log said."""
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def port_is_free(port: int) -> bool:
     """Whether ``port`` on 127.0.0.1 can be bound right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

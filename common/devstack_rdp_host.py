@@ -20,10 +20,9 @@ from common.devstack_processes import (
     START_TIMEOUT_SECONDS,
     STOP_TIMEOUT_SECONDS,
     die_with_parent,
-    free_port,
     port_is_free,
 )
-from common.xrdp import INSTALL_HINT, XrdpError, XrdpServer, find_xrdp, unusable_reason
+from common.xrdp import INSTALL_HINT, XrdpError, XrdpServer, find_xrdp, free_loopback_port, unusable_reason
 
 RDP_HOST_NAME = "devstack-xrdp"
 RDP_HOST_CAPACITY = 10
@@ -37,7 +36,7 @@ def rdp_host_port(state_file: Path | None) -> int:
             kept = int(state_file.read_text().strip())
             if 0 < kept < 65536 and port_is_free(kept):
                 return kept
-    port = free_port()
+    port = free_loopback_port()
     if state_file is not None:
         with contextlib.suppress(OSError):
             state_file.parent.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from common.xrdp import free_loopback_port
 from tests.support.container_stack import drive_session, fill_env_templates, wait_for_health
 from tests.support.containers import (
     BUILDER_IMAGE,
@@ -55,14 +56,6 @@ def arm64_engine() -> Engine:
         encoding="utf-8",
     )
     return Engine("podman", {**engine_env(), "CONTAINERS_STORAGE_CONF": str(conf)})
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until_healthy(engine: Engine, name: str, base_url: str, timeout: float) -> dict[str, Any]:
@@ -132,7 +125,7 @@ def main() -> int:
         # service names (--add-host), as on a Pi.
         mongodb_url = re.sub(r"//(localhost|127\.0\.0\.1):", "//lucid-mongodb:", backends.mongodb_url)
         redis_url = re.sub(r"//(localhost|127\.0\.0\.1):", "//lucid-redis:", backends.redis_url)
-        port, relay_port = free_port(), free_port()
+        port, relay_port = free_loopback_port(), free_loopback_port()
         values = fill_env_templates(
             work / "env",
             {

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from common.devstack import free_port
+from common.xrdp import free_loopback_port
 from tests.support.container_stack import (
     ENV_FILES,
     drive_session,
@@ -70,7 +70,7 @@ def compose_file_for_this_host(work: Path, timings: Timings) -> tuple[Path, dict
     for entry in compose["services"]["rdp-controller"]["ports"]:
         container = int(str(entry).split(":")[-1].split("/")[0])
         if container in busy:
-            remapped[container] = free_port()
+            remapped[container] = free_loopback_port()
             entry = str(entry).rsplit(":", 2)
             entry = ":".join([*entry[:-2], str(remapped[container]), entry[-1]])
         entries.append(entry)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from common.devstack import free_port
+from common.xrdp import free_loopback_port
 from tests.support.container_stack import TEST_VALUES, drive_session, fill_env_templates, wait_for_health
 from tests.support.containers import MONGO_IMAGE, REDIS_IMAGE, Engine, Timings
 
@@ -59,7 +59,7 @@ def hardened(
             "RDP_CONTROLLER_URL": f"http://{controller}:{CONTAINER_PORT}",
         },
     )
-    host_port = free_port()
+    host_port = free_loopback_port()
     names = [controller, redis, mongo]
     try:
         with timings.step("hardened run: start MongoDB, Redis and the controller"):

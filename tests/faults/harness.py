@@ -30,7 +30,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from common.devstack import EmbeddedStack
-from common.devstack_processes import free_port
+from common.xrdp import free_loopback_port
 from tests.support.process import ServiceProcess, entrypoint_argv
 from tests.support.service_api import SERVICE, entrypoint_env
 
@@ -83,7 +83,7 @@ class Replicas:
         self.backends = backends
         self.logdir = logdir
         tag = os.urandom(4).hex()
-        unreachable = free_port()  # the host is never probed unhealthy (see the probe settings)
+        unreachable = free_loopback_port()  # the host is never probed unhealthy (see the probe settings)
         self.shared = {
             "MONGODB_DATABASE": f"faults_{tag}",
             "RDP_CONTROLLER_REDIS_PREFIX": f"faults{tag}",
@@ -112,7 +112,7 @@ class Replicas:
         return self.shared["RDP_CONTROLLER_REDIS_PREFIX"]
 
     def _new(self) -> ServiceProcess:
-        port = free_port()
+        port = free_loopback_port()
         self.started += 1
         env = entrypoint_env(port, self.backends.mongodb_url, self.backends.redis_url, **self.shared)
         return ServiceProcess(

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 import uuid
@@ -26,6 +25,8 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
+from common.xrdp import free_loopback_port
 
 SERVER_MANAGER = "rdp-server-manager"
 RECORDER = "session-recorder"
@@ -282,20 +283,13 @@ def create_peers_app(state: PeerState) -> FastAPI:
     return app
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 class PeerServer:
     """The fake peers under uvicorn in a background thread; stop and start again on the same port."""
 
     def __init__(self, state: PeerState | None = None, port: int | None = None):
         self.state = state or PeerState()
         self.app = create_peers_app(self.state)
-        self.port = port or free_port()
+        self.port = port or free_loopback_port()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 

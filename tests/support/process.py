@@ -30,7 +30,7 @@ from typing import IO, Any, Final
 
 import httpx
 
-from common.devstack import free_port
+from common.xrdp import free_loopback_port as free_port
 
 __all__ = [
     "REPO_ROOT",

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from common import devsession
-from common.devstack import free_port
+from common.xrdp import free_loopback_port
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def secret_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_no_service_is_one_line_naming_make_run(
     secret_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    url = f"http://127.0.0.1:{free_port()}"
+    url = f"http://127.0.0.1:{free_loopback_port()}"
     assert devsession.main(["--url", url, "--secret-file", str(secret_file)]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from common.xrdp import free_loopback_port
 from protocol.errors import ProtocolError
 from protocol.negotiation import (
     NegFailureCode,
@@ -89,13 +89,6 @@ def answering(
         await wait_for_close(reader)
 
     return handler
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 async def test_negotiation_response_rdp() -> None:
@@ -202,7 +195,7 @@ async def test_garbage_answers_are_protocol_errors(answer: bytes, message: str) 
 
 
 async def test_refused_port() -> None:
-    port = free_port()
+    port = free_loopback_port()
     result = await probe("127.0.0.1", port, timeout=5.0)
     assert result.reachable is False
     assert result.latency_ms is None
@@ -316,7 +309,7 @@ async def test_probe_many_keeps_input_order_and_bounds_concurrency() -> None:
         finally:
             in_flight -= 1
 
-    refused = free_port()
+    refused = free_loopback_port()
     async with serve(slow) as port, serve(answering(NegotiationFailure(NegFailureCode(1)), [])) as failing:
         targets = (
             [("127.0.0.1", port)] * 4
@@ -364,7 +357,7 @@ def test_to_document() -> None:
 
 
 def test_cli_prints_json_and_exits_1_when_unreachable(capsys: pytest.CaptureFixture[str]) -> None:
-    port = free_port()
+    port = free_loopback_port()
     assert main(["127.0.0.1", str(port), "--timeout", "2", "--protocols", "rdp"]) == 1
     document = json.loads(capsys.readouterr().out)
     assert document["port"] == port
