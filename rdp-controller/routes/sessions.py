@@ -46,14 +46,20 @@ class RdpFileResponse(Response):
     media_type = "application/x-rdp"
 
 
+def checked(schemas: SchemaValidator, body: Any, definition: str, status_code: int = 200) -> JSONResponse:
+    """The answer, checked against its definition in session-schema.json (a break is logged and
+    counted, never refused)."""
+    schemas.check_response("session", body, definition=definition)
+    return JSONResponse(body, status_code=status_code)
+
+
 def session_body(
     schemas: SchemaValidator, document: Document, status_code: int = 200, **extra: Any
 ) -> JSONResponse:
     body = Session.from_document(document, **extra).model_dump(mode="json", exclude_none=False)
     if body.get("reconnected") is None:
         body.pop("reconnected")
-    schemas.check_response("session", body, definition="Session")
-    return JSONResponse(body, status_code=status_code)
+    return checked(schemas, body, "Session", status_code)
 
 
 def actor_of(principal: Principal) -> str:
@@ -152,8 +158,7 @@ async def list_sessions(
         ],
         "next_cursor": following,
     }
-    services.schemas.check_response("session", body, definition="SessionPage")
-    return JSONResponse(body)
+    return checked(services.schemas, body, "SessionPage")
 
 
 @router.get(
@@ -217,8 +222,7 @@ async def connect_session(
         session_id, owner=owner_of(principal), actor=actor_of(principal), client_address=client
     )
     body = descriptor.model_dump(mode="json")
-    services.schemas.check_response("session", body, definition="ConnectionDescriptor")
-    return JSONResponse(body)
+    return checked(services.schemas, body, "ConnectionDescriptor")
 
 
 @router.get(
@@ -282,8 +286,7 @@ async def reconnect_session(
         session_id, owner=owner_of(principal), actor=actor_of(principal)
     )
     body = descriptor.model_dump(mode="json")
-    services.schemas.check_response("session", body, definition="ConnectionDescriptor")
-    return JSONResponse(body)
+    return checked(services.schemas, body, "ConnectionDescriptor")
 
 
 @router.post(
@@ -353,8 +356,7 @@ async def session_events(
     events = await services.sessions.events(session_id, owner=owner_of(principal), limit=limit)
     hidden = ("seq", "user_id", "server_id")
     body = jsonable_encoder({"items": [{k: v for k, v in e.items() if k not in hidden} for e in events]})
-    services.schemas.check_response("session", body, definition="SessionEventList")
-    return JSONResponse(body)
+    return checked(services.schemas, body, "SessionEventList")
 
 
 @router.get(
@@ -371,8 +373,7 @@ async def session_metrics(
     principal: Caller,
 ) -> JSONResponse:
     body = await services.insights.session_metrics(session_id, owner=owner_of(principal))
-    services.schemas.check_response("session", body, definition="SessionMetrics")
-    return JSONResponse(body)
+    return checked(services.schemas, body, "SessionMetrics")
 
 
 @router.get(
@@ -389,5 +390,4 @@ async def session_health(
     principal: Caller,
 ) -> JSONResponse:
     body = await services.insights.session_health(session_id, owner=owner_of(principal))
-    services.schemas.check_response("session", body, definition="SessionHealth")
-    return JSONResponse(body)
+    return checked(services.schemas, body, "SessionHealth")
