@@ -18,7 +18,7 @@ from common.backends import MongoDocument
 from common.errors import ValidationFailed
 
 from ..models import CURSOR_PATTERN, FINAL_STATUSES, LIVE_STATUSES, SessionStatus
-from .documents import NO_ID, utcnow
+from .documents import NO_ID, count_by, utcnow
 
 # A page cursor is the position of the last session of the page: its ``created_at`` in microseconds
 # since the epoch, and its ``session_id``. Any string of this form is a valid position (nothing is
@@ -147,11 +147,7 @@ class SessionRepository:
         return {document["session_id"] for document in found}
 
     async def counts_by_status(self) -> dict[str, int]:
-        pipeline: list[dict[str, Any]] = [{"$group": {"_id": "$status", "count": {"$sum": 1}}}]
-        counts = {status.value: 0 for status in SessionStatus}
-        async for row in await self.collection.aggregate(pipeline):
-            counts[str(row["_id"])] = int(row["count"])
-        return counts
+        return await count_by(self.collection, "status", (status.value for status in SessionStatus))
 
 
 class IdempotencyRepository:
