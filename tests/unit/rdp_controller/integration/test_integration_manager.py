@@ -23,7 +23,7 @@ from rdp_controller.integration.session_recorder_client import SessionRecorderCl
 SECRET = "unit-secret-" + "y" * 40
 PEER_KEYS = {"rdp_server_manager", "session_recorder", "session_processor", "rdp_monitor"}
 HEALTH_SCHEMA = json.loads(
-    (Path(__file__).parents[3] / "rdp-controller" / "health-schema.json").read_text(encoding="utf-8")
+    (Path(__file__).parents[4] / "rdp-controller" / "health-schema.json").read_text(encoding="utf-8")
 )
 INTEGRATIONS_SCHEMA = {
     **HEALTH_SCHEMA["definitions"]["Health"]["properties"]["integrations"],
