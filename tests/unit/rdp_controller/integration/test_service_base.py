@@ -1,11 +1,11 @@
-"""ServiceClientBase: retries, backoff, typed errors, idempotency keys, circuit breaker, health."""
+"""ServiceClientBase: retries, backoff, typed errors, idempotency keys, how its calls move the circuit
+breaker (the breaker's own states: test_circuit_breaker.py), health."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import random
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,42 +13,23 @@ import httpx
 import jsonschema
 import pytest
 
-from rdp_controller.integration.circuit_breaker import CircuitBreaker, CircuitState
+from rdp_controller.integration.circuit_breaker import CircuitState
 from rdp_controller.integration.errors import (
     CircuitOpenError,
     ServiceError,
     ServiceNotFoundError,
     ServiceTimeoutError,
 )
-from rdp_controller.integration.service_base import ServiceClientBase, check_base_url, redact_url
+from rdp_controller.integration.service_base import check_base_url, redact_url
+from tests.unit.rdp_controller.integration.scripted_peer import Clock, Peer, Sleeps, make_client
 
 HEALTH_SCHEMA = json.loads(
-    (Path(__file__).parents[3] / "rdp-controller" / "health-schema.json").read_text(encoding="utf-8")
+    (Path(__file__).parents[4] / "rdp-controller" / "health-schema.json").read_text(encoding="utf-8")
 )
 INTEGRATION_SCHEMA = {
     **HEALTH_SCHEMA["definitions"]["IntegrationHealth"],
     "definitions": HEALTH_SCHEMA["definitions"],
 }
-
-Handler = Callable[[httpx.Request], httpx.Response | Awaitable[httpx.Response]]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Sleeps:
-    """Injected sleep: records the delays, never sleeps."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.delays.append(seconds)
 
 
 class UpperBound(random.Random):
@@ -56,57 +37,6 @@ class UpperBound(random.Random):
 
     def uniform(self, a: float, b: float) -> float:
         return b
-
-
-class Peer:
-    """A scripted peer: each request gets the next answer (a status, an exception, or a callable)."""
-
-    def __init__(self, *answers: Any) -> None:
-        self.answers = list(answers)
-        self.requests: list[httpx.Request] = []
-
-    async def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        if isinstance(answer, BaseException):
-            raise answer
-        if callable(answer):
-            result: httpx.Response = await answer(request)
-            return result
-        if isinstance(answer, tuple):
-            status, body = answer
-            return httpx.Response(status, json=body)
-        return httpx.Response(answer, json={"status": "ok"} if answer < 400 else {"detail": "nope"})
-
-
-def make_client(
-    peer: Handler,
-    *,
-    retry_count: int = 3,
-    retry_delay: float = 0.5,
-    failure_threshold: int = 3,
-    reset_seconds: float = 30.0,
-    sleeps: Sleeps | None = None,
-    clock: Clock | None = None,
-    rng: random.Random | None = None,
-    token: Callable[[], str] | None = None,
-    base_url: str = "http://peer.test:8080",
-) -> ServiceClientBase:
-    return ServiceClientBase(
-        base_url,
-        timeout=2.0,
-        retry_count=retry_count,
-        retry_delay=retry_delay,
-        bearer_token_factory=token,
-        failure_threshold=failure_threshold,
-        reset_seconds=reset_seconds,
-        transport=httpx.MockTransport(peer),
-        peer_name="peer",
-        max_retry_delay=4.0,
-        sleep=sleeps or Sleeps(),
-        clock=clock or Clock(),
-        rng=rng,
-    )
 
 
 # Retries -------------------------------------------------------------------------------------
@@ -345,32 +275,7 @@ def test_credentials_are_redacted() -> None:
     assert client.url == "http://peer:1"
 
 
-# Circuit breaker -----------------------------------------------------------------------------
-async def test_breaker_closed_open_half_open_closed() -> None:
-    clock = Clock()
-    peer = Peer(503)
-    client = make_client(peer, retry_count=2, failure_threshold=2, reset_seconds=30, clock=clock)
-    for _ in range(2):
-        with pytest.raises(ServiceError):
-            await client._request("GET", "/x")
-    assert client.breaker.state is CircuitState.OPEN
-    calls = len(peer.requests)
-    with pytest.raises(CircuitOpenError) as refused:
-        await client._request("GET", "/x")
-    assert len(peer.requests) == calls  # refused without calling
-    assert refused.value.retry_in == pytest.approx(30)
-    clock.now += 29
-    with pytest.raises(CircuitOpenError):
-        await client._request("GET", "/x")
-    clock.now += 1
-    assert client.breaker.state is CircuitState.HALF_OPEN
-    peer.answers = [(200, {"ok": True})]
-    assert await client._request("GET", "/x") == {"ok": True}
-    assert client.breaker.state is CircuitState.CLOSED
-    assert client.breaker.consecutive_failures == 0
-    await client.close()
-
-
+# The circuit breaker, as the client's calls move it ------------------------------------------
 async def test_breaker_half_open_trial_failure_reopens_after_a_single_attempt() -> None:
     clock = Clock()
     peer = Peer(503)
@@ -386,31 +291,6 @@ async def test_breaker_half_open_trial_failure_reopens_after_a_single_attempt() 
     assert len(peer.requests) == before + 1  # the trial is one attempt
     assert client.breaker.state is CircuitState.OPEN
     assert client.breaker.retry_in() == pytest.approx(10)
-    await client.close()
-
-
-async def test_breaker_lets_one_trial_through_at_a_time() -> None:
-    clock = Clock()
-    release = asyncio.Event()
-
-    async def slow_ok(request: httpx.Request) -> httpx.Response:
-        await release.wait()
-        return httpx.Response(200, json={})
-
-    peer = Peer(503)
-    client = make_client(peer, retry_count=1, failure_threshold=1, reset_seconds=5, clock=clock)
-    with pytest.raises(ServiceError):
-        await client._request("GET", "/x")
-    clock.now += 5
-    peer.answers = [slow_ok]
-    trial = asyncio.create_task(client._request("GET", "/x"))
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
-    with pytest.raises(CircuitOpenError, match="trial"):
-        await client._request("GET", "/x")
-    release.set()
-    await trial
-    assert client.breaker.state is CircuitState.CLOSED
     await client.close()
 
 
@@ -453,13 +333,6 @@ async def test_4xx_counts_as_the_peer_being_up() -> None:
     assert client.breaker.state is CircuitState.CLOSED
     assert client.breaker.consecutive_failures == 2
     await client.close()
-
-
-def test_breaker_validates_its_settings() -> None:
-    with pytest.raises(ValueError):
-        CircuitBreaker(0, 1)
-    with pytest.raises(ValueError):
-        CircuitBreaker(1, 0)
 
 
 # Health --------------------------------------------------------------------------------------
