@@ -83,7 +83,7 @@ ERROR_RESPONSE_NAMES = {
     503: "Unavailable",
 }
 
-#: The JSON schema files: name -> (root model, the other models it defines).
+#: The JSON schema files: name -> (root model, the other models it defines, title).
 JSON_SCHEMAS: dict[str, tuple[type[BaseModel], tuple[type[BaseModel], ...], str]] = {
     "session-schema.json": (
         Session,
