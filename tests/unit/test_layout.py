@@ -21,9 +21,6 @@ SOURCES = {
 }
 # About the repository, not a module: the deployment files, the dependency rule, the docs, this file.
 REPOSITORY_LEVEL = {"deploy", "test_dependency_rule.py", "test_docs.py", "test_layout.py"}
-# Still grouped by feature, to be moved: tests/unit/integration (-> tests/unit/rdp_controller/integration).
-# Empty this set once it has moved.
-PENDING = {"integration"}
 
 
 def module_of(test: Path) -> str | None:
@@ -41,7 +38,7 @@ def test_every_unit_test_file_names_a_module_of_the_source() -> None:
     strays = []
     for test in sorted(UNIT.rglob("test_*.py")):
         top = test.relative_to(UNIT).parts[0]
-        if top in REPOSITORY_LEVEL or top in PENDING:
+        if top in REPOSITORY_LEVEL:
             continue
         if top not in SOURCES or module_of(test) is None:
             strays.append(str(test.relative_to(ROOT)))
@@ -52,7 +49,7 @@ def test_only_the_named_entries_sit_outside_the_package_folders() -> None:
     present = {
         path.relative_to(UNIT).parts[0] for path in UNIT.rglob("*.py") if "__pycache__" not in path.parts
     }
-    assert present - set(SOURCES) - PENDING <= REPOSITORY_LEVEL, sorted(present - set(SOURCES) - PENDING)
+    assert present - set(SOURCES) <= REPOSITORY_LEVEL, sorted(present - set(SOURCES))
 
 
 def test_the_test_folders_do_not_shadow_the_packages() -> None:
