@@ -42,11 +42,12 @@ SessionId = Annotated[str, Field(pattern=ID_PATTERN, description="UUID, lowercas
 #: An id in an answer: documented with its pattern, not checked again on the way out.
 Uuid = Annotated[str, Field(json_schema_extra={"pattern": ID_PATTERN})]
 UserId = Annotated[str, Field(pattern=USER_ID_PATTERN)]
+LABELS_RULE = f"Keys match {LABEL_KEY_PATTERN}; values are strings of up to 128 characters"
 Labels = Annotated[
     dict[str, Annotated[str, Field(max_length=128)]],
     Field(
         max_length=32,
-        description=f"Keys match {LABEL_KEY_PATTERN}; values are strings of up to 128 characters",
+        description=LABELS_RULE,
         json_schema_extra={
             "propertyNames": {"pattern": LABEL_KEY_PATTERN},
             "patternProperties": {LABEL_KEY_PATTERN: {"type": "string", "maxLength": 128}},
@@ -148,7 +149,9 @@ class SessionConfig(StrictModel):
     idle_timeout: int | None = Field(default=None, ge=1, le=7 * 86400)
     session_timeout: int | None = Field(default=None, ge=1, le=30 * 86400)
     disconnect_timeout: int | None = Field(default=None, ge=1, le=7 * 86400)
-    labels: Labels = Field(default_factory=dict, description="Placement: servers must carry these labels")
+    labels: Labels = Field(
+        default_factory=dict, description=f"Placement: servers must carry these labels. {LABELS_RULE}"
+    )
     dedicated_server: bool = Field(default=False, description="Provision a dedicated server for this session")
 
     @field_validator("display_resolution")
