@@ -27,20 +27,17 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from common.xrdp import free_loopback_port
-from tests.support.container_stack import drive_session, fill_env_templates, wait_for_health
-from tests.support.containers import (
+from tests.support.container_engine import ROOT, Engine, Timings, engine_env
+from tests.support.container_images import (
     BUILDER_IMAGE,
     PROJECT_IMAGE,
     RECIPE_LABEL,
-    ROOT,
     RUNTIME_IMAGE,
-    Engine,
-    Timings,
     build_builder_standin,
     build_runtime_standin,
-    engine_env,
     recipe,
 )
+from tests.support.container_stack import drive_session, fill_env_templates, wait_for_health
 
 ARCH = "arm64"
 ARM64_STORAGE = Path(os.environ.get("ARM64_STORAGE", "/var/lib/containers/lucid-arm64"))

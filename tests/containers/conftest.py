@@ -13,14 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.containers import (
-    PROJECT_IMAGE,
-    ROOT,
-    Engine,
-    Timings,
-    ensure_images,
-    find_engine,
-)
+from tests.support.container_engine import ROOT, Engine, Timings, find_engine
+from tests.support.container_images import PROJECT_IMAGE, ensure_images
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 _TIMINGS: Timings | None = None

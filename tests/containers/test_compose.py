@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from common.xrdp import free_loopback_port
+from tests.support.container_engine import ROOT, Engine, Timings
 from tests.support.container_stack import (
     ENV_FILES,
     drive_session,
@@ -29,7 +30,6 @@ from tests.support.container_stack import (
     wait_for_health,
     wait_healthy,
 )
-from tests.support.containers import ROOT, Engine, Timings
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import pytest
 
 from common.xrdp import free_loopback_port
+from tests.support.container_engine import Engine, Timings
+from tests.support.container_images import MONGO_IMAGE, REDIS_IMAGE
 from tests.support.container_stack import TEST_VALUES, drive_session, fill_env_templates, wait_for_health
-from tests.support.containers import MONGO_IMAGE, REDIS_IMAGE, Engine, Timings
 
 CONTAINER_PORT = 8093
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.containers import Engine, Timings
+from tests.support.container_engine import Engine, Timings
 
 HEALTH_PROBE = ["CMD", "/usr/bin/python3.11", "-m", "rdp_controller.healthcheck"]
 SHELLS = ["/bin/sh", "/bin/bash", "/bin/dash", "/bin/ash", "/bin/busybox", "/usr/bin/sh", "/usr/bin/bash"]

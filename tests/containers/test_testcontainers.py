@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.containers import ROOT, Engine, Timings
+from tests.support.container_engine import ROOT, Engine, Timings
 
 
 @pytest.fixture(scope="module")

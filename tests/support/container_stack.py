@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from tests.support.app import TEST_SECRET, token
-from tests.support.containers import ROOT, Engine
+from tests.support.container_engine import ROOT, Engine
 
 TEMPLATES = ROOT / "configs" / "environment"
 ENV_FILES = ("secrets", "foundation", "core", "application", "rdp-controller")

@@ -1,32 +1,26 @@
-"""A container engine for the container tier, and local stand-ins for images no registry serves.
+"""The images of the container tier (tests/containers/), and local stand-ins for those no registry serves.
 
-The engine is Docker when its daemon answers, else podman (as root, with the settings in
-``tests/containers/containers.conf`` unless ``CONTAINERS_CONF`` names another file). Images the
-Dockerfile and the compose file name are pulled when a registry answers; otherwise a stand-in is
-built from Debian 12 packages (and SecantusDB from PyPI) under the same name, labelled
-``lucid.standin``, and kept: later runs find it and build nothing.
+Images the Dockerfile and the compose file name are pulled when a registry answers; otherwise a
+stand-in is built from Debian 12 packages (and SecantusDB from PyPI) under the same name, labelled
+``lucid.standin``, and kept: later runs find it and build nothing. The engine that builds them is
+``container_engine.py``; the scripts the backend stand-ins run are ``standin_entrypoints.py``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import textwrap
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-CONTAINERS_CONF = ROOT / "tests" / "containers" / "containers.conf"
-HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+from tests.support.container_engine import HOST_CA_BUNDLE, Engine, EngineError, Timings
+from tests.support.standin_entrypoints import MONGO_ENTRYPOINT, MONGOSH, REDIS_ENTRYPOINT
+
 STANDIN_LABEL = "lucid.standin"
 RECIPE_LABEL = "lucid.standin.recipe"
 
@@ -74,114 +68,6 @@ RUNTIME_PACKAGES: tuple[str, ...] = (
     "libpython3.11-stdlib",
     "python3.11-minimal",
 )
-
-Say = Callable[[str], None]
-
-
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
-@dataclass
-class Timings:
-    """Each step's wall time, printed as it ends and summed up at the end of the run."""
-
-    say: Say = _stderr
-    steps: list[tuple[str, float]] = field(default_factory=list)
-
-    @contextmanager
-    def step(self, name: str) -> Iterator[None]:
-        self.say(f"[containers] {name} ...")
-        started = time.monotonic()
-        outcome = "failed"
-        try:
-            yield
-            outcome = "done"
-        finally:
-            seconds = time.monotonic() - started
-            self.steps.append((f"{name} ({outcome})" if outcome != "done" else name, seconds))
-            self.say(f"[containers] {name}: {outcome} in {seconds:.1f} s")
-
-
-class EngineError(RuntimeError):
-    pass
-
-
-@dataclass
-class Engine:
-    cli: str
-    env: dict[str, str]
-
-    @property
-    def is_podman(self) -> bool:
-        return self.cli == "podman"
-
-    def run(
-        self, *args: str, check: bool = True, timeout: float = 600, input_bytes: bytes | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [self.cli, *args],
-            env=self.env,
-            capture_output=True,
-            text=input_bytes is None,
-            input=input_bytes,
-            timeout=timeout,
-            check=False,
-        )
-        if input_bytes is not None:  # keep one result type for the callers
-            result = subprocess.CompletedProcess(
-                result.args,
-                result.returncode,
-                result.stdout.decode(errors="replace"),
-                result.stderr.decode(errors="replace"),
-            )
-        if check and result.returncode != 0:
-            raise EngineError(
-                f"{self.cli} {' '.join(args[:6])}... exited {result.returncode}:\n"
-                f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-            )
-        return result
-
-    def exists(self, image: str) -> bool:
-        return self.run("image", "inspect", image, check=False, timeout=60).returncode == 0
-
-    def inspect(self, kind: str, name: str) -> dict[str, Any]:
-        data = json.loads(self.run(kind, "inspect", name, timeout=60).stdout)
-        return dict(data[0])
-
-    def build_volume_args(self) -> list[str]:
-        # podman's RUN steps reach PyPI only with the host's CA bundle (not baked into any layer).
-        if self.is_podman and Path(HOST_CA_BUNDLE).exists():
-            return ["--volume", f"{HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro"]
-        return []
-
-
-def engine_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("CONTAINERS_CONF", str(CONTAINERS_CONF))
-    return env
-
-
-def find_engine() -> tuple[Engine | None, str]:
-    """The engine to use, or None and why there is none."""
-    reasons = []
-    env = engine_env()
-    for cli in ("docker", "podman"):
-        if shutil.which(cli) is None:
-            reasons.append(f"no {cli} on PATH")
-            continue
-        try:
-            result = subprocess.run(
-                [cli, "info"], env=env, capture_output=True, text=True, timeout=60, check=False
-            )
-        except subprocess.TimeoutExpired:
-            reasons.append(f"`{cli} info` did not answer within 60 s")
-            continue
-        if result.returncode == 0:
-            return Engine(cli, env), f"{cli} answers"
-        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        reasons.append(f"`{cli} info` failed: {last}")
-    return None, "no container engine answers (" + "; ".join(reasons) + ")"
 
 
 # --- stand-in images -------------------------------------------------------------------------
@@ -341,79 +227,6 @@ def build_runtime_standin(engine: Engine, work: Path, arch: str | None = None) -
         "libssl3, ...) fetched with apt-get download and unpacked with dpkg-deb -x: no dpkg database, "
         "no shell, user nonroot 65532"
     )
-
-
-REDIS_ENTRYPOINT = """\
-#!/bin/sh
-# Stand-in for the redis image's entrypoint: like it, leave protected mode off when no config file
-# is given, so that published ports answer.
-set -e
-if [ "${1#-}" != "$1" ]; then set -- redis-server "$@"; fi
-if [ "$1" = redis-server ]; then shift; set -- redis-server --protected-mode no "$@"; fi
-exec "$@"
-"""
-
-MONGO_ENTRYPOINT = '''\
-#!/usr/bin/env python3
-"""Stand-in for the mongo image's entrypoint, on SecantusDB: creates the root user from
-MONGO_INITDB_ROOT_USERNAME/PASSWORD on the first start, then serves with --auth on 27017."""
-import os, subprocess, sys, time
-from pathlib import Path
-
-DATA = Path("/data/db")
-MARK = DATA / ".lucid-initialised"
-# --standalone: as mongod without --replSet (the default advertises a one-node replica set under
-# the address it binds, 0.0.0.0, which clients in other containers cannot reach).
-SERVER = [sys.executable, "-m", "secantus", "--standalone", "--storage-path", str(DATA)]
-SERVER += ["--log-level", "WARNING"]
-user = os.environ.get("MONGO_INITDB_ROOT_USERNAME", "")
-password = os.environ.get("MONGO_INITDB_ROOT_PASSWORD", "")
-DATA.mkdir(parents=True, exist_ok=True)
-if user and password and not MARK.exists():
-    from pymongo import MongoClient
-    setup = subprocess.Popen([*SERVER, "--host", "127.0.0.1", "--port", "27018"])
-    client = MongoClient("mongodb://127.0.0.1:27018", serverSelectionTimeoutMS=60000)
-    client.admin.command("ping")
-    client.admin.command("createUser", user, pwd=password, roles=[{"role": "root", "db": "admin"}])
-    client.close()
-    setup.terminate()
-    setup.wait(30)
-    MARK.write_text("root user created\\n")
-argv = [*SERVER, "--host", "0.0.0.0", "--port", "27017"] + (["--auth"] if MARK.exists() else [])
-server = subprocess.Popen(argv)
-from pymongo import MongoClient
-deadline = time.monotonic() + 120
-while time.monotonic() < deadline and server.poll() is None:
-    try:
-        MongoClient("mongodb://127.0.0.1:27017", serverSelectionTimeoutMS=1000).admin.command("ping")
-        break
-    except Exception:
-        time.sleep(0.5)
-print("SecantusDB stand-in for mongo: Waiting for connections on 27017", flush=True)
-import signal
-signal.signal(signal.SIGTERM, lambda *_: server.terminate())
-sys.exit(server.wait())
-'''
-
-MONGOSH = '''\
-#!/usr/bin/env python3
-"""Stand-in for mongosh: runs the ping the compose health check asks for, nothing else."""
-import os, sys
-from pymongo import MongoClient
-script = sys.argv[-1]
-if "ping" not in script:
-    sys.exit("mongosh stand-in: only --eval of a ping is supported")
-user = os.environ.get("MONGO_INITDB_ROOT_USERNAME", "")
-password = os.environ.get("MONGO_INITDB_ROOT_PASSWORD", "")
-auth = f"{user}:{password}@" if user and password else ""
-try:
-    client = MongoClient(f"mongodb://{auth}127.0.0.1:27017", serverSelectionTimeoutMS=5000)
-    ok = client.admin.command("ping")["ok"]
-except Exception as exc:
-    print(exc, file=sys.stderr)
-    sys.exit(1)
-sys.exit(0 if ok == 1 else 1)
-'''
 
 
 def _build_from_context(
