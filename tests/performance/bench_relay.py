@@ -51,6 +51,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))  # run as a script: tests.support lives in the checkout
 
 from tests.support.bench import bench_backends, bench_service_env  # noqa: E402
+from tests.support.measuring import CpuMeter, percentile  # noqa: E402
 from tests.support.process import ServiceProcess, entrypoint_argv, free_port  # noqa: E402
 
 CHUNK = 64 * 1024
@@ -153,21 +154,11 @@ async def round_trips(relayed: Connection, direct: Connection, count: int) -> tu
     return times
 
 
-def percentile(values: Sequence[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError(f"no VmRSS for {pid}")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Api:
@@ -227,11 +218,13 @@ async def measure(
                 _, writer = await open_through(relay_port, token)
                 writer.close()
 
-        cpu_before, started = cpu_seconds(service.pid), time.perf_counter()
+        meter = CpuMeter({"service": service.pid})
+        meter.start()
+        started = time.perf_counter()
         await asyncio.gather(*(handshake(t) for t in tokens))
         seconds = time.perf_counter() - started
         figures.handshakes_per_s = args.handshakes / seconds
-        figures.cpu_ms_per_handshake = (cpu_seconds(service.pid) - cpu_before) * 1000 / args.handshakes
+        figures.cpu_ms_per_handshake = meter.stop().get("service", 0.0) * 1000 / args.handshakes
 
         # 4. RSS per idle relayed connection.
         tokens = await api.tokens(args.idle + 50)

@@ -58,6 +58,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))  # run as a script: tests.support lives in the checkout
 
 from tests.support.bench import bench_backends, bench_service_env  # noqa: E402
+from tests.support.measuring import CpuMeter, percentile  # noqa: E402
 from tests.support.process import (  # noqa: E402
     ServiceProcess,
     descendants,
@@ -68,7 +69,6 @@ from tests.support.process import (  # noqa: E402
 NO_ID = {"_id": False}
 LEASE_TTL_SECONDS = 90
 SERVER_CAPACITY = 10_000
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # The floor: what one create and one terminate do to MongoDB and Redis (SessionController.create
@@ -284,13 +284,6 @@ class Result:
             self.operations[name] = self.operations.get(name, 0) + count
 
 
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    index = max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))
-    return ordered[index]
-
-
 PairRunner = Callable[[int], Awaitable[tuple[float, float]]]
 
 
@@ -315,51 +308,6 @@ async def run_pairs(
         for number in range(concurrency):
             group.create_task(worker(number))
     return time.perf_counter() - started, creates, terminates
-
-
-class CpuMeter:
-    """CPU seconds (user + system) of named processes over a phase, from /proc.
-
-    The service counts with its live descendants (its uvicorn workers, with ``RDP_CONTROLLER_WORKERS``
-    above 1); the other processes alone (the bench client's descendants are the servers).
-    """
-
-    TREES = frozenset({"service"})
-
-    def __init__(self, pids: dict[str, int]) -> None:
-        self.pids = pids
-        self._start: dict[str, float] = {}
-
-    @staticmethod
-    def _one(pid: int) -> float | None:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return None
-        fields = stat[stat.rindex(")") + 2 :].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-    @classmethod
-    def _seconds(cls, pid: int, tree: bool) -> float | None:
-        own = cls._one(pid)
-        if own is None or not tree:
-            return own
-        return own + sum(cls._one(child) or 0.0 for child, _start, _command in descendants(pid))
-
-    def start(self) -> None:
-        self._start = {
-            name: s
-            for name, pid in self.pids.items()
-            if (s := self._seconds(pid, name in self.TREES)) is not None
-        }
-
-    def stop(self) -> dict[str, float]:
-        used = {}
-        for name, pid in self.pids.items():
-            now = self._seconds(pid, name in self.TREES)
-            if now is not None and name in self._start:
-                used[name] = now - self._start[name]
-        return used
 
 
 def backend_pids() -> dict[str, int]:

@@ -37,6 +37,7 @@ __all__ = [
     "ServiceProcess",
     "ServiceProcessError",
     "alive",
+    "cpu_seconds",
     "descendants",
     "entrypoint_argv",
     "free_port",
@@ -50,6 +51,7 @@ __all__ = [
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 ENTRYPOINT: Final = REPO_ROOT / "rdp-controller" / "entrypoint.py"
+CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 
 # Variables of the outer environment that would change what the service under test does.
 SCRUBBED_PREFIXES: Final = (
@@ -136,6 +138,12 @@ def _stat_fields(entry: Path) -> list[str] | None:
     except OSError:
         return None
     return stat[stat.rindex(")") + 2 :].split()
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds ``pid`` has used so far, from /proc (None once it is gone)."""
+    fields = _stat_fields(Path(f"/proc/{pid}"))
+    return None if fields is None else (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def group_members(pgid: int) -> list[int]:
