@@ -1,74 +1,17 @@
-"""Log redaction, exercised with real log records through real handlers."""
+"""Log redaction, exercised with real log records through real handlers: what is hidden (tokens, the
+configured secret, sensitive key/value pairs) and what is kept. How records are handled:
+test_redaction_records.py; where the filter is installed: test_redaction_install.py."""
 
 from __future__ import annotations
 
-import io
 import logging
 import re
 import time
-import uuid
-from collections.abc import Iterator
 
 import pytest
 
-from security.jwt_auth import mint_token
-from security.redaction import (
-    CONNECTION_TOKEN_PREFIX,
-    REDACTED,
-    RedactingFilter,
-    install_redaction,
-)
-
-SECRET = "jwt-signing-secret-0123456789abcdefghijklmnopqrstuvwxyz"
-JWT = mint_token(secret=SECRET, subject="alice", roles=["user"], audience="rdp-controller", ttl_seconds=60)
-CONNECTION_TOKEN = CONNECTION_TOKEN_PREFIX + "Zm9vYmFyLWJhei1xdXV4LTAxMjM0NTY3ODlhYmNkZWZnaGk"
-
-
-class Captured:
-    """A logger writing through a real StreamHandler into a StringIO, with redaction installed."""
-
-    def __init__(self, logger: logging.Logger, stream: io.StringIO, records: list[logging.LogRecord]) -> None:
-        self.logger = logger
-        self.stream = stream
-        self.records = records
-
-    @property
-    def text(self) -> str:
-        return self.stream.getvalue()
-
-
-class RecordList(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.format(record)
-        self.records.append(record)
-
-
-@pytest.fixture
-def captured() -> Iterator[Captured]:
-    logger = logging.getLogger(f"test.redaction.{uuid.uuid4().hex}")
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    recorder = RecordList()
-    logger.addHandler(handler)
-    logger.addHandler(recorder)
-    install_redaction(SECRET, logger=logger)
-    yield Captured(logger, stream, recorder.records)
-    for item in (handler, recorder):
-        logger.removeHandler(item)
-        item.close()
-
-
-def assert_clean(text: str, *values: str) -> None:
-    for value in (SECRET, JWT, CONNECTION_TOKEN, *values):
-        assert value not in text
-
+from security.redaction import CONNECTION_TOKEN_PREFIX, REDACTED, RedactingFilter
+from tests.unit.security.redacted_logger import CONNECTION_TOKEN, JWT, SECRET, Captured, assert_clean
 
 # --- tokens -------------------------------------------------------------------------------------
 
@@ -264,132 +207,6 @@ def test_extra_fields_are_redacted(captured: Captured) -> None:
     assert vars(record)["api_token"] == REDACTED
     assert vars(record)["client"] == {"password": REDACTED, "ip": "10.0.0.1"}
     assert vars(record)["note"] == REDACTED
-
-
-# --- record handling ----------------------------------------------------------------------------
-
-
-def test_record_is_formatted_first_then_args_cleared(captured: Captured) -> None:
-    captured.logger.info("user %s has %d sessions", "bob", 2)
-    record = captured.records[-1]
-    assert record.args == ()
-    assert record.msg == "user bob has 2 sessions"
-    assert record.getMessage() == "user bob has 2 sessions"
-
-
-def test_percent_in_arguments_survives_a_second_format(captured: Captured) -> None:
-    # After redaction args are (), so "%s" coming from an argument is never re-interpreted.
-    captured.logger.info("raw %s", "100%s done")
-    assert "raw 100%s done" in captured.text
-
-
-class Unprintable:
-    def __str__(self) -> str:
-        raise RuntimeError("no str for you")
-
-    def __repr__(self) -> str:
-        raise RuntimeError("no repr either")
-
-
-@pytest.mark.parametrize(
-    ("msg", "args", "expected"),
-    [
-        ("%s and %s", ("one",), "could not be formatted: TypeError"),
-        ("%d sessions", ("many",), "could not be formatted: TypeError"),
-        ("%(missing)s", ({"present": 1},), "could not be formatted: KeyError"),
-        ("value %s", (Unprintable(),), "could not be formatted: RuntimeError"),
-        (Unprintable(), (), "<unprintable Unprintable: RuntimeError>"),
-        (42, (), "42"),
-        (None, (), "None"),
-    ],
-)
-def test_odd_records_do_not_crash(
-    captured: Captured, msg: object, args: tuple[object, ...], expected: str
-) -> None:
-    captured.logger.info(msg, *args)
-    assert expected in captured.text
-
-
-def test_unformattable_record_is_still_redacted(captured: Captured) -> None:
-    captured.logger.info("%s %s %s", f"Bearer {JWT}", SECRET)
-    assert "could not be formatted" in captured.text
-    assert_clean(captured.text)
-
-
-def test_filter_runs_twice_without_damage(captured: Captured) -> None:
-    # Two handlers share one record; the second filter pass must leave the first one's work intact.
-    captured.logger.info("Authorization: Bearer %s password=%s", JWT, "hunter2")
-    lines = captured.text.splitlines()
-    assert lines == [f"INFO {captured.logger.name}: Authorization: {REDACTED} password={REDACTED}"]
-    assert captured.records[-1].getMessage() == f"Authorization: {REDACTED} password={REDACTED}"
-
-
-# --- installation -------------------------------------------------------------------------------
-
-
-def test_child_logger_records_are_redacted_by_the_handler_filter() -> None:
-    parent = logging.getLogger(f"test.redaction.parent.{uuid.uuid4().hex}")
-    parent.propagate = False
-    parent.setLevel(logging.INFO)
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    parent.addHandler(handler)
-    try:
-        install_redaction(SECRET, logger=parent)
-        parent.getChild("sessions").info("secret is %s", SECRET)
-        assert SECRET not in stream.getvalue()
-        assert REDACTED in stream.getvalue()
-    finally:
-        parent.removeHandler(handler)
-        handler.close()
-
-
-def test_a_logger_filter_would_not_cover_child_loggers() -> None:
-    # Why install_redaction attaches to handlers: logging skips ancestor *logger* filters.
-    parent = logging.getLogger(f"test.redaction.parent.{uuid.uuid4().hex}")
-    parent.propagate = False
-    parent.setLevel(logging.INFO)
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    parent.addHandler(handler)
-    parent.addFilter(RedactingFilter(SECRET))
-    try:
-        parent.getChild("sessions").info("secret is %s", SECRET)
-        assert SECRET in stream.getvalue()
-    finally:
-        parent.removeHandler(handler)
-        handler.close()
-
-
-def test_install_is_idempotent_and_replaces_the_secret(captured: Captured) -> None:
-    new_secret = "rotated-secret-0123456789abcdefghijklmnopqrstuvwxyz"
-    install_redaction(new_secret, logger=captured.logger)
-    for handler in captured.logger.handlers:
-        assert sum(isinstance(item, RedactingFilter) for item in handler.filters) == 1
-    captured.logger.info("keys %s %s", SECRET, new_secret)
-    assert SECRET in captured.text
-    assert new_secret not in captured.text
-
-
-def test_install_defaults_to_the_root_logger() -> None:
-    root = logging.getLogger()
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    root.addHandler(handler)
-    child = logging.getLogger(f"test.redaction.root.{uuid.uuid4().hex}")
-    child.setLevel(logging.INFO)
-    try:
-        redacting = install_redaction(SECRET)
-        assert redacting in handler.filters
-        child.info("Bearer %s", JWT)
-        assert JWT not in stream.getvalue()
-        assert f"Bearer {REDACTED}" in stream.getvalue()
-    finally:
-        root.removeHandler(handler)
-        handler.close()
-        for other in root.handlers:
-            for item in [f for f in other.filters if isinstance(f, RedactingFilter)]:
-                other.removeFilter(item)
 
 
 # --- performance --------------------------------------------------------------------------------
