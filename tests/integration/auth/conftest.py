@@ -20,7 +20,8 @@ import pytest
 from fastapi import FastAPI
 
 from rdp_controller.config import RdpControllerSettings
-from tests.support.app import running_app, test_settings
+from tests.integration.auth.refused_requests import SESSIONS
+from tests.support.app import SERVICE, register_server, running_app, test_settings
 
 QUIET_LOOPS: dict[str, Any] = {
     "RDP_CONTROLLER_REAPER_INTERVAL": 3600,
@@ -84,3 +85,35 @@ def settings(settings_factory: SettingsFactory) -> RdpControllerSettings:
 async def app_client(settings: RdpControllerSettings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     async with quiet_app(settings) as pair:
         yield pair
+
+
+HOSTILE_INPUT_COLLECTIONS = ("rdp_sessions", "rdp_servers", "rdp_session_events", "rdp_connections")
+
+
+class Ledger:
+    """Document counts of the collections a bad request could write to."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.database = app.state.runtime.store.database
+
+    async def counts(self) -> dict[str, int]:
+        return {name: await self.database[name].count_documents({}) for name in HOSTILE_INPUT_COLLECTIONS}
+
+
+@pytest.fixture
+async def world(app_client: tuple[FastAPI, httpx.AsyncClient]) -> AsyncIterator[dict[str, Any]]:
+    """The hostile-input tests' target: a server and a live session; yields their ids, and asserts at
+    the end that nothing changed (the documents of ``rdp_sessions`` and ``rdp_servers``, and the
+    counts of the events and connections)."""
+    app, client = app_client
+    server = await register_server(client, capacity=20)
+    created = await client.post(SESSIONS, json={"user_id": "alice"}, headers=SERVICE)
+    assert created.status_code == 201, created.text
+    ledger = Ledger(app)
+    before = await ledger.counts()
+    session_before = await ledger.database["rdp_sessions"].find_one({}, {"_id": 0})
+    server_before = await ledger.database["rdp_servers"].find_one({}, {"_id": 0})
+    yield {"server_id": server["server_id"], "session_id": created.json()["session_id"]}
+    assert await ledger.counts() == before, "a refused request wrote to MongoDB"
+    assert await ledger.database["rdp_sessions"].find_one({}, {"_id": 0}) == session_before
+    assert await ledger.database["rdp_servers"].find_one({}, {"_id": 0}) == server_before
