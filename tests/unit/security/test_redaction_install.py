@@ -6,12 +6,16 @@ from __future__ import annotations
 import io
 import logging
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from security.redaction import REDACTED, RedactingFilter, install_redaction
 from tests.unit.security.redacted_logger import JWT, SECRET, Captured
 
 
-def test_child_logger_records_are_redacted_by_the_handler_filter() -> None:
+@contextmanager
+def parent_logger() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    """A logger of its own that does not propagate, with one StreamHandler into the StringIO."""
     parent = logging.getLogger(f"test.redaction.parent.{uuid.uuid4().hex}")
     parent.propagate = False
     parent.setLevel(logging.INFO)
@@ -19,30 +23,26 @@ def test_child_logger_records_are_redacted_by_the_handler_filter() -> None:
     handler = logging.StreamHandler(stream)
     parent.addHandler(handler)
     try:
+        yield parent, stream
+    finally:
+        parent.removeHandler(handler)
+        handler.close()
+
+
+def test_child_logger_records_are_redacted_by_the_handler_filter() -> None:
+    with parent_logger() as (parent, stream):
         install_redaction(SECRET, logger=parent)
         parent.getChild("sessions").info("secret is %s", SECRET)
         assert SECRET not in stream.getvalue()
         assert REDACTED in stream.getvalue()
-    finally:
-        parent.removeHandler(handler)
-        handler.close()
 
 
 def test_a_logger_filter_would_not_cover_child_loggers() -> None:
     # Why install_redaction attaches to handlers: logging skips ancestor *logger* filters.
-    parent = logging.getLogger(f"test.redaction.parent.{uuid.uuid4().hex}")
-    parent.propagate = False
-    parent.setLevel(logging.INFO)
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    parent.addHandler(handler)
-    parent.addFilter(RedactingFilter(SECRET))
-    try:
+    with parent_logger() as (parent, stream):
+        parent.addFilter(RedactingFilter(SECRET))
         parent.getChild("sessions").info("secret is %s", SECRET)
         assert SECRET in stream.getvalue()
-    finally:
-        parent.removeHandler(handler)
-        handler.close()
 
 
 def test_install_is_idempotent_and_replaces_the_secret(captured: Captured) -> None:
