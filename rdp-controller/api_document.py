@@ -114,13 +114,12 @@ def openapi_document() -> dict[str, Any]:
     }
     components["schemas"]["ErrorCode"]["x-status"] = {str(code): status for code, status in STATUS.items()}
     components["responses"] = shared_error_responses(document)
-    document = as_openapi_30(tidy(document))
-    paths: dict[str, dict[str, Any]] = document["paths"]
-    for item in paths.values():
+    converted: dict[str, Any] = as_openapi_30(tidy(document))
+    for item in converted["paths"].values():
         for operation in item.values():
             for parameter in operation.get("parameters", []):
                 parameter["schema"].pop("nullable", None)  # an absent parameter is not null
-    return {**document, "paths": paths}
+    return converted
 
 
 def as_openapi_30(node: Any) -> Any:
